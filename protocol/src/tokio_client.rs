@@ -1,0 +1,483 @@
+//! An async Herald client over WebSocket for Rust applications (feature
+//! `client`).
+//!
+//! [`Client::connect`] opens a connection and returns a cloneable [`Client`]
+//! handle plus an [`Events`] stream. A background task drives a
+//! [`ClientSession`] over tokio-tungstenite and, when the link drops,
+//! reconnects with exponential backoff and jitter, resumes every room from its
+//! last (epoch, offset) and resends unacknowledged publishes (with their
+//! idempotency keys). Read the events stream: it is bounded, and the
+//! background task waits for room in it rather than dropping events.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::{ClientConfig, ClientEvent, ClientSession, ErrorCode, Position, PublishOptions, SubscribeOptions};
+
+/// Reconnect backoff: `initial * 2^attempt`, capped at `max`, each delay
+/// multiplied by a random factor in [0.5, 1.0) so that clients dropped
+/// together do not reconnect together.
+#[derive(Debug, Clone)]
+pub struct ReconnectPolicy {
+    /// First delay. Default 100 ms.
+    pub initial: Duration,
+    /// Longest delay. Default 10 s.
+    pub max: Duration,
+    /// Give up after this many consecutive failed attempts (None: never).
+    pub max_attempts: Option<u32>,
+    /// Seed for the jitter (None: random).
+    pub seed: Option<u64>,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            max_attempts: None,
+            seed: None,
+        }
+    }
+}
+
+impl ReconnectPolicy {
+    /// The delay before reconnect attempt `attempt` (0-based).
+    pub fn delay(&self, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+        let base = self.initial.saturating_mul(1u32 << attempt.min(20)).min(self.max);
+        base.mul_f64(0.5 + rng.f64() * 0.5)
+    }
+}
+
+/// Options of the async client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Session settings (token, timeouts, limits).
+    pub session: ClientConfig,
+    /// Reconnect behaviour.
+    pub reconnect: ReconnectPolicy,
+    /// Capacity of the events channel. Default 1024.
+    pub event_capacity: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            session: ClientConfig::default(),
+            reconnect: ReconnectPolicy::default(),
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// Errors of the async client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The WebSocket connection could not be opened or failed.
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The server refused a request or closed the connection.
+    #[error("{code:?}: {message}")]
+    Server {
+        /// Error code.
+        code: ErrorCode,
+        /// Detail.
+        message: String,
+    },
+    /// The client was closed (or gave up reconnecting).
+    #[error("client closed")]
+    Closed,
+}
+
+/// Result of a subscribe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Room epoch.
+    pub epoch: u64,
+    /// Latest room offset.
+    pub offset: u64,
+}
+
+enum Command {
+    Subscribe(
+        String,
+        SubscribeOptions,
+        oneshot::Sender<Result<Subscription, ClientError>>,
+    ),
+    Unsubscribe(String),
+    Publish(
+        String,
+        Bytes,
+        PublishOptions,
+        oneshot::Sender<Result<Position, ClientError>>,
+    ),
+    Typing(String, bool),
+    Close,
+}
+
+/// Handle to a connection; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+/// Stream of [`ClientEvent`]s (messages, presence, reconnects...).
+#[derive(Debug)]
+pub struct Events {
+    rx: mpsc::Receiver<ClientEvent>,
+}
+
+impl Events {
+    /// The next event; None once the client is closed.
+    pub async fn recv(&mut self) -> Option<ClientEvent> {
+        self.rx.recv().await
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn ws_config(session: &ClientConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(Some(session.decode.max_frame_bytes))
+        .max_frame_size(Some(session.decode.max_frame_bytes))
+}
+
+async fn open(url: &str, session: &ClientConfig) -> Result<Ws, ClientError> {
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config(session)), true).await?;
+    Ok(ws)
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:8080/ws`) and waits for the
+    /// server to accept the session. Only this first connection's failure is
+    /// returned; later drops are retried per `options.reconnect`.
+    pub async fn connect(url: &str, mut options: ClientOptions) -> Result<(Client, Events), ClientError> {
+        let mut rng = options
+            .reconnect
+            .seed
+            .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        if options.session.idempotency_prefix == ClientConfig::default().idempotency_prefix {
+            options.session.idempotency_prefix = format!("{:016x}", rng.u64(..));
+        }
+        let mut ws = open(url, &options.session).await?;
+        let mut session = ClientSession::new(options.session.clone(), Instant::now());
+        session.connect(Instant::now());
+        // Handshake inline, so a refused token is this call's error.
+        flush(&mut session, &mut ws).await?;
+        let mut early = Vec::new();
+        loop {
+            let deadline = session
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(10));
+            tokio::select! {
+                msg = ws.next() => match msg {
+                    Some(Ok(WsMessage::Binary(b))) => { let _ = session.handle_frame(Instant::now(), b); }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(ClientError::Closed),
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => session.handle_timeout(Instant::now()),
+            }
+            flush(&mut session, &mut ws).await?;
+            while let Some(ev) = session.poll_event() {
+                match ev {
+                    ClientEvent::Disconnected { code, reason } => {
+                        return Err(ClientError::Server { code, message: reason });
+                    }
+                    ClientEvent::Connected { .. } => {
+                        early.push(ev);
+                        let (tx, rx) = mpsc::channel(64);
+                        let (etx, erx) = mpsc::channel(options.event_capacity.max(1));
+                        for ev in early.drain(..) {
+                            let _ = etx.try_send(ev);
+                        }
+                        let driver = Driver {
+                            url: url.to_owned(),
+                            options,
+                            session,
+                            rng,
+                            commands: rx,
+                            events: etx,
+                            publish_waiters: HashMap::new(),
+                            subscribe_waiters: HashMap::new(),
+                        };
+                        tokio::spawn(driver.run(Some(ws)));
+                        return Ok((Client { commands: tx }, Events { rx: erx }));
+                    }
+                    other => early.push(other),
+                }
+            }
+        }
+    }
+
+    /// Subscribes to a room and waits until the server confirms.
+    pub async fn subscribe(&self, room: &str, options: SubscribeOptions) -> Result<Subscription, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Subscribe(room.to_owned(), options, tx)).await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Leaves a room.
+    pub async fn unsubscribe(&self, room: &str) -> Result<(), ClientError> {
+        self.send(Command::Unsubscribe(room.to_owned())).await
+    }
+
+    /// Publishes and waits for the acknowledgement (the stored position;
+    /// offset 0 for volatile publishes).
+    pub async fn publish(
+        &self,
+        room: &str,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) -> Result<Position, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Publish(room.to_owned(), payload.into(), options, tx))
+            .await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Sends a typing indicator.
+    pub async fn typing(&self, room: &str, active: bool) -> Result<(), ClientError> {
+        self.send(Command::Typing(room.to_owned(), active)).await
+    }
+
+    /// Closes the connection; pending requests fail with `Closed`.
+    pub async fn close(&self) {
+        let _ = self.commands.send(Command::Close).await;
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), ClientError> {
+        self.commands.send(cmd).await.map_err(|_| ClientError::Closed)
+    }
+}
+
+async fn flush(session: &mut ClientSession, ws: &mut Ws) -> Result<(), ClientError> {
+    let mut any = false;
+    while let Some(frame) = session.poll_transmit() {
+        ws.feed(WsMessage::Binary(frame)).await?;
+        any = true;
+    }
+    if any {
+        ws.flush().await?;
+    }
+    Ok(())
+}
+
+struct Driver {
+    url: String,
+    options: ClientOptions,
+    session: ClientSession,
+    rng: fastrand::Rng,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<ClientEvent>,
+    publish_waiters: HashMap<u32, oneshot::Sender<Result<Position, ClientError>>>,
+    subscribe_waiters: HashMap<String, Vec<oneshot::Sender<Result<Subscription, ClientError>>>>,
+}
+
+enum Exit {
+    Reconnect(Option<Duration>),
+    Close,
+}
+
+impl Driver {
+    async fn run(mut self, mut ws: Option<Ws>) {
+        let mut attempt = 0u32;
+        let mut next_delay: Option<Duration> = None;
+        loop {
+            let conn = match ws.take() {
+                Some(ws) => Some(ws),
+                None => {
+                    let delay = next_delay
+                        .take()
+                        .unwrap_or_else(|| self.options.reconnect.delay(attempt, &mut self.rng));
+                    if !self.wait_commands(delay).await {
+                        break;
+                    }
+                    match open(&self.url, &self.options.session).await {
+                        Ok(ws) => {
+                            self.session.connect(Instant::now());
+                            Some(ws)
+                        }
+                        Err(_) => None,
+                    }
+                }
+            };
+            let Some(conn) = conn else {
+                attempt += 1;
+                if self.options.reconnect.max_attempts.is_some_and(|m| attempt >= m) {
+                    break;
+                }
+                continue;
+            };
+            match self.drive(conn, &mut attempt).await {
+                Exit::Close => break,
+                Exit::Reconnect(after) => next_delay = after,
+            }
+        }
+        self.fail_all();
+    }
+
+    /// Sleeps for `delay` while still applying commands (they queue in the
+    /// session). Returns false if the client was closed.
+    async fn wait_commands(&mut self, delay: Duration) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return true,
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Close) | None => return false,
+                    Some(cmd) => self.apply(cmd),
+                },
+            }
+        }
+    }
+
+    async fn drive(&mut self, mut ws: Ws, attempt: &mut u32) -> Exit {
+        loop {
+            if flush(&mut self.session, &mut ws).await.is_err() {
+                self.session.handle_disconnect(ErrorCode::Unavailable, "write failed");
+            }
+            let mut exit = None;
+            while let Some(ev) = self.session.poll_event() {
+                match &ev {
+                    ClientEvent::Connected { .. } => *attempt = 0,
+                    ClientEvent::GoAway { reconnect_after, .. } => {
+                        exit = Some(match reconnect_after {
+                            Some(d) => Exit::Reconnect(Some(d.mul_f64(1.0 + self.rng.f64() * 0.5))),
+                            None => Exit::Close,
+                        });
+                    }
+                    ClientEvent::Disconnected { .. } => {
+                        exit.get_or_insert(Exit::Reconnect(None));
+                    }
+                    _ => {}
+                }
+                self.route(&ev);
+                if self.events.send(ev).await.is_err() {
+                    // Nobody listens any more: keep serving command callers.
+                }
+            }
+            if let Some(exit) = exit {
+                let _ = ws.close(None).await;
+                if matches!(exit, Exit::Reconnect(_)) && self.session.is_open() {
+                    self.session
+                        .handle_disconnect(ErrorCode::ServerShutdown, "server going away");
+                    while let Some(ev) = self.session.poll_event() {
+                        self.route(&ev);
+                        let _ = self.events.send(ev).await;
+                    }
+                }
+                return exit;
+            }
+            let deadline = self
+                .session
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                msg = ws.next() => match msg {
+                    Some(Ok(WsMessage::Binary(b))) => { let _ = self.session.handle_frame(Instant::now(), b); }
+                    Some(Ok(WsMessage::Close(_))) | None => {
+                        self.session.handle_disconnect(ErrorCode::Unavailable, "connection closed");
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => self.session.handle_disconnect(ErrorCode::Unavailable, &e.to_string()),
+                },
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Close) | None => {
+                        let _ = ws.close(None).await;
+                        return Exit::Close;
+                    }
+                    Some(cmd) => self.apply(cmd),
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => self.session.handle_timeout(Instant::now()),
+            }
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        let now = Instant::now();
+        match cmd {
+            Command::Subscribe(room, opts, reply) => {
+                self.subscribe_waiters.entry(room.clone()).or_default().push(reply);
+                self.session.subscribe(now, &room, opts);
+            }
+            Command::Unsubscribe(room) => {
+                let _ = self.session.unsubscribe(now, &room);
+            }
+            Command::Publish(room, payload, opts, reply) => {
+                let id = self.session.publish(now, &room, &payload, opts);
+                self.publish_waiters.insert(id, reply);
+            }
+            Command::Typing(room, active) => self.session.typing(&room, active),
+            Command::Close => {}
+        }
+    }
+
+    fn route(&mut self, ev: &ClientEvent) {
+        match ev {
+            ClientEvent::Published { request_id, position } => {
+                if let Some(w) = self.publish_waiters.remove(request_id) {
+                    let _ = w.send(Ok(*position));
+                }
+            }
+            ClientEvent::PublishFailed {
+                request_id,
+                code,
+                message,
+            } => {
+                if let Some(w) = self.publish_waiters.remove(request_id) {
+                    let _ = w.send(Err(ClientError::Server {
+                        code: *code,
+                        message: message.clone(),
+                    }));
+                }
+            }
+            ClientEvent::Subscribed {
+                room, epoch, offset, ..
+            } => {
+                for w in self.subscribe_waiters.remove(room).unwrap_or_default() {
+                    let _ = w.send(Ok(Subscription {
+                        epoch: *epoch,
+                        offset: *offset,
+                    }));
+                }
+            }
+            ClientEvent::SubscribeFailed { room, code, message } => {
+                for w in self.subscribe_waiters.remove(room).unwrap_or_default() {
+                    let _ = w.send(Err(ClientError::Server {
+                        code: *code,
+                        message: message.clone(),
+                    }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn fail_all(&mut self) {
+        for (_, w) in self.publish_waiters.drain() {
+            let _ = w.send(Err(ClientError::Closed));
+        }
+        for (_, ws) in self.subscribe_waiters.drain() {
+            for w in ws {
+                let _ = w.send(Err(ClientError::Closed));
+            }
+        }
+    }
+}
