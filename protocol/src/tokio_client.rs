@@ -324,9 +324,16 @@ impl Driver {
                 }
                 continue;
             };
-            match self.drive(conn, &mut attempt).await {
+            let (exit, connected) = self.drive(conn).await;
+            match exit {
                 Exit::Close => break,
                 Exit::Reconnect(after) => next_delay = after,
+            }
+            // A connection that never reached Connected counts as a failed
+            // attempt, so refused handshakes back off and can give up.
+            attempt = if connected { 0 } else { attempt + 1 };
+            if self.options.reconnect.max_attempts.is_some_and(|m| attempt >= m) {
+                break;
             }
         }
         self.fail_all();
@@ -348,42 +355,55 @@ impl Driver {
         }
     }
 
-    async fn drive(&mut self, mut ws: Ws, attempt: &mut u32) -> Exit {
+    /// Runs one transport connection until it ends; returns how to go on and
+    /// whether the session reached `Connected` on it.
+    async fn drive(&mut self, mut ws: Ws) -> (Exit, bool) {
+        let mut connected = false;
         loop {
             if flush(&mut self.session, &mut ws).await.is_err() {
                 self.session.handle_disconnect(ErrorCode::Unavailable, "write failed");
             }
             let mut exit = None;
+            let mut going_away = None;
             while let Some(ev) = self.session.poll_event() {
                 match &ev {
-                    ClientEvent::Connected { .. } => *attempt = 0,
-                    ClientEvent::GoAway { reconnect_after, .. } => {
+                    ClientEvent::Connected { .. } => connected = true,
+                    ClientEvent::GoAway {
+                        code,
+                        reason,
+                        reconnect_after,
+                    } => {
+                        going_away = Some((*code, reason.clone()));
                         exit = Some(match reconnect_after {
                             Some(d) => Exit::Reconnect(Some(d.mul_f64(1.0 + self.rng.f64() * 0.5))),
                             None => Exit::Close,
                         });
                     }
-                    ClientEvent::Disconnected { .. } => {
-                        exit.get_or_insert(Exit::Reconnect(None));
+                    ClientEvent::Disconnected { code, .. } => {
+                        // Retrying cannot fix these: the application must
+                        // change the token or the client.
+                        let hopeless = matches!(
+                            *code,
+                            ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::UnsupportedVersion
+                        );
+                        exit.get_or_insert(if hopeless { Exit::Close } else { Exit::Reconnect(None) });
                     }
                     _ => {}
                 }
                 self.route(&ev);
-                if self.events.send(ev).await.is_err() {
-                    // Nobody listens any more: keep serving command callers.
-                }
+                // If nobody listens any more, keep serving command callers.
+                let _ = self.events.send(ev).await;
             }
             if let Some(exit) = exit {
                 let _ = ws.close(None).await;
-                if matches!(exit, Exit::Reconnect(_)) && self.session.is_open() {
-                    self.session
-                        .handle_disconnect(ErrorCode::ServerShutdown, "server going away");
+                if let Some((code, reason)) = going_away {
+                    self.session.handle_disconnect(code, &reason);
                     while let Some(ev) = self.session.poll_event() {
                         self.route(&ev);
                         let _ = self.events.send(ev).await;
                     }
                 }
-                return exit;
+                return (exit, connected);
             }
             let deadline = self
                 .session
@@ -401,7 +421,7 @@ impl Driver {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Close) | None => {
                         let _ = ws.close(None).await;
-                        return Exit::Close;
+                        return (Exit::Close, connected);
                     }
                     Some(cmd) => self.apply(cmd),
                 },
