@@ -216,6 +216,10 @@ struct RoomState {
     options: SubscribeOptions,
     position: Option<Position>,
     confirmed: bool,
+    /// Listed in the `Connect.resume` of the current transport. A room
+    /// subscribed while that `Connect` is in flight is not, and needs its
+    /// own `Subscribe` once connected.
+    in_connect: bool,
 }
 
 #[derive(Debug)]
@@ -302,8 +306,9 @@ impl ClientSession {
         self.outbound.clear();
         let resume: Vec<wire::RoomPositionT> = self
             .rooms
-            .iter()
+            .iter_mut()
             .map(|(room, st)| {
+                st.in_connect = true;
                 let p = st.position.unwrap_or_default();
                 wire::RoomPositionT {
                     room: room.clone(),
@@ -389,24 +394,31 @@ impl ClientSession {
             options,
             position: None,
             confirmed: false,
+            in_connect: false,
         });
         st.options = options;
+        // While connecting, the server takes no request before `Connected`:
+        // a new room is subscribed by `on_connected`.
         if self.state == State::Open {
-            let request_id = self.request_id();
-            let body = wire::SubscribeT {
-                room: room.to_owned(),
-                history: options.history,
-                recover_epoch: 0,
-                recover_offset: 0,
-                presence: options.presence,
-            };
-            self.send_request(
-                now,
-                request_id,
-                wire::BodyT::Subscribe(Box::new(body)),
-                PendingKind::Subscribe(room.to_owned()),
-            );
+            self.send_subscribe(now, room, options);
         }
+    }
+
+    fn send_subscribe(&mut self, now: Instant, room: &str, options: SubscribeOptions) {
+        let request_id = self.request_id();
+        let body = wire::SubscribeT {
+            room: room.to_owned(),
+            history: options.history,
+            recover_epoch: 0,
+            recover_offset: 0,
+            presence: options.presence,
+        };
+        self.send_request(
+            now,
+            request_id,
+            wire::BodyT::Subscribe(Box::new(body)),
+            PendingKind::Subscribe(room.to_owned()),
+        );
     }
 
     /// Leaves a room. Returns the request id if a request was sent.
@@ -606,6 +618,17 @@ impl ClientSession {
             .collect();
         resend.sort_unstable_by_key(|(id, _)| *id);
         self.outbound.extend(resend.into_iter().map(|(_, f)| f));
+        // Rooms subscribed while the handshake was in flight were not in
+        // `Connect.resume`: subscribe them now.
+        let late: Vec<(String, SubscribeOptions)> = self
+            .rooms
+            .iter()
+            .filter(|(_, st)| !st.in_connect)
+            .map(|(room, st)| (room.clone(), st.options))
+            .collect();
+        for (room, options) in late {
+            self.send_subscribe(now, &room, options);
+        }
     }
 
     fn on_reply(&mut self, request_id: u32, code: ErrorCode, message: &str, position: Position) {
@@ -643,7 +666,19 @@ impl ClientSession {
         }
         let room = s.room().to_owned();
         let Some(st) = self.rooms.get_mut(&room) else {
-            // Unsubscribed meanwhile; the server will get the unsubscribe.
+            // Unsubscribed meanwhile. The server may have confirmed the
+            // subscription after handling our unsubscribe, or never got one
+            // (an unsubscribe while the `Connect` resuming this room was in
+            // flight is not sent: no request is allowed before `Connected`).
+            // Leave the room now; the reply matches no pending request and
+            // is ignored.
+            if self.state == State::Open {
+                let request_id = self.request_id();
+                let body = wire::UnsubscribeT { room };
+                self.outbound.push_back(with_encoder(|e| {
+                    e.body(request_id, wire::BodyT::Unsubscribe(Box::new(body)))
+                }));
+            }
             return;
         };
         st.confirmed = true;

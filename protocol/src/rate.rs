@@ -38,12 +38,21 @@ impl TokenBucket {
     }
 
     fn refill(&mut self, now: Instant) {
+        const MAX_CREDIT: Duration = Duration::from_secs(3600);
         let elapsed = now.saturating_duration_since(self.last);
-        if elapsed.is_zero() {
+        let micros = elapsed.min(MAX_CREDIT).as_micros() as u64;
+        if micros == 0 {
             return;
         }
-        self.last = now;
-        let micros = elapsed.min(Duration::from_secs(3600)).as_micros() as u64;
+        // Credit whole microseconds only and keep the remainder for the next
+        // refill: moving `last` to `now` would drop the sub-microsecond part
+        // every time, and a caller polling more often than once a
+        // microsecond would never see a token.
+        self.last = if elapsed >= MAX_CREDIT {
+            now
+        } else {
+            self.last + Duration::from_micros(micros)
+        };
         // rate tokens/s * micros µs = rate * micros micro-tokens.
         self.micro_tokens = (self.micro_tokens + self.rate_per_sec * micros).min(self.capacity);
     }

@@ -263,7 +263,9 @@ impl ServerSession {
         match (self.state, body) {
             (_, Body::Ping) => {
                 let nonce = decoded.body_as_ping().map_or(0, |p| p.nonce());
-                self.push(with_encoder(|e| e.pong(nonce)), false);
+                // Volatile: a client that pings without reading gets its
+                // pongs dropped instead of growing the queue.
+                self.send(with_encoder(|e| e.pong(nonce)), true);
             }
             (_, Body::Pong) => {}
             (State::AwaitingConnect, Body::Connect) => {
@@ -309,7 +311,7 @@ impl ServerSession {
                     resume,
                 });
             }
-            (State::Open, _) => self.handle_request(now, request_id, &decoded, &frame),
+            (State::Open, _) if body != Body::Connect => self.handle_request(now, request_id, &decoded, &frame),
             (_, _) => {
                 let what = if body == Body::Connect {
                     "a second Connect"
@@ -454,7 +456,7 @@ impl ServerSession {
                 } else if now >= self.next_ping {
                     self.ping_nonce += 1;
                     let ping = with_encoder(|e| e.ping(self.ping_nonce));
-                    self.push(ping, true);
+                    self.send(ping, true);
                     self.next_ping = now + self.config.heartbeat_interval;
                 }
             }
@@ -501,20 +503,20 @@ impl ServerSession {
         self.pending_subscribes.remove(&request_id);
         self.rooms.insert(s.room.into());
         let frame = with_encoder(|e| e.subscribed(request_id, s));
-        self.push(frame, false);
+        self.send(frame, false);
     }
 
     /// Answers a failed `Connect.resume` entry.
     pub fn resume_failed(&mut self, room: &str, code: ErrorCode, message: &str) {
         let frame = with_encoder(|e| e.error(0, code, message, Some(room)));
-        self.push(frame, false);
+        self.send(frame, false);
     }
 
     /// Acknowledges a publish with its position (offset 0 when volatile).
     pub fn ack(&mut self, request_id: u32, position: Position) {
         if request_id != 0 {
             let frame = with_encoder(|e| e.reply(request_id, ErrorCode::Ok, None, position.epoch, position.offset));
-            self.push(frame, false);
+            self.send(frame, false);
         }
     }
 
@@ -522,7 +524,7 @@ impl ServerSession {
     pub fn reply(&mut self, request_id: u32, code: ErrorCode, message: Option<&str>) {
         if request_id != 0 {
             let frame = with_encoder(|e| e.reply(request_id, code, message, 0, 0));
-            self.push(frame, false);
+            self.send(frame, false);
         }
     }
 
@@ -592,6 +594,10 @@ impl ServerSession {
         err
     }
 
+    /// Queues without the outbound limit: only for `Connected` and the
+    /// closing frame. Everything else goes through [`send`](Self::send), so
+    /// no client behaviour (pings, requests) grows the queue past the limit
+    /// and nothing is queued after the closing frame.
     fn push(&mut self, frame: Bytes, volatile: bool) {
         self.outbound_bytes += frame.len();
         self.outbound.push_back(Outbound { frame, volatile });
