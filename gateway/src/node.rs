@@ -9,12 +9,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use herald_protocol::wire::{self, BodyT};
 use herald_protocol::{
-    Accept, ErrorCode, Position, PresenceRef, SendOutcome, ServerEvent, ServerSession, SubscribedRef, with_encoder,
+    Accept, ErrorCode, Position, PresenceRef, ResumeRoom, SendOutcome, ServerEvent, ServerSession, SubscribedRef,
+    with_encoder,
 };
 use tokio::sync::Notify;
 
 use crate::config::NodeConfig;
-use crate::room::{Incoming, Member, Room};
+use crate::room::{Incoming, Member, Room, Stored};
 
 /// Presence snapshots list at most this many users (with the full count).
 const PRESENCE_LIST_MAX: usize = 100;
@@ -124,7 +125,7 @@ impl Node {
         }
     }
 
-    fn on_connect(&mut self, now: Instant, id: u64, token: &str, resume: Vec<(String, Position)>) {
+    fn on_connect(&mut self, now: Instant, id: u64, token: &str, resume: Vec<ResumeRoom>) {
         // Development authentication: the token is the user id. Signed tokens
         // (JWT) replace this when the gateway gains auth; the node refuses
         // non-loopback binds until then.
@@ -148,15 +149,15 @@ impl Node {
             c.borrow_mut().user = Some(token.to_owned());
         }
         self.with_session(id, |s| s.accept(now, &accept));
-        for (room, pos) in resume {
-            let recover = (pos.epoch != 0).then_some(pos);
-            if !herald_protocol::valid_room_name(&room, self.config.session.limits.max_room_name_bytes) {
+        for r in resume {
+            let recover = (r.position.epoch != 0).then_some(r.position);
+            if !herald_protocol::valid_room_name(&r.room, self.config.session.limits.max_room_name_bytes) {
                 self.with_session(id, |s| {
-                    s.resume_failed(&room, ErrorCode::InvalidRoomName, "invalid room name")
+                    s.resume_failed(&r.room, ErrorCode::InvalidRoomName, "invalid room name")
                 });
                 continue;
             }
-            self.subscribe(id, 0, &room, 0, recover, true);
+            self.subscribe(id, 0, &r.room, 0, recover, r.presence);
         }
     }
 
@@ -186,6 +187,7 @@ impl Node {
     ) {
         let Some(user) = self.user(id) else { return };
         let max_subscribers = self.config.max_subscribers_per_room;
+        let replay_budget = self.replay_budget();
         let Some(conn) = self.conns.get(&id).cloned() else {
             return;
         };
@@ -217,7 +219,12 @@ impl Node {
         };
         let count = room.users.len() as u64;
         let join = room.join(recover, history);
-        let refs: Vec<_> = join.history.iter().map(|m| m.as_ref(name, epoch)).collect();
+        // A replay larger than the byte budget would trip the connection's
+        // outbound limit: send the newest part, and if that leaves a gap in a
+        // recovery, say so (recovered = false) so the client refetches.
+        let (replay, trimmed) = fit_bytes(join.history, replay_budget, true);
+        let recovered = join.recovered && !trimmed;
+        let refs: Vec<_> = replay.iter().map(|m| m.as_ref(name, epoch)).collect();
         let user_refs: Vec<&str> = users.iter().map(String::as_str).collect();
         {
             let mut c = conn.borrow_mut();
@@ -227,7 +234,7 @@ impl Node {
                     room: name,
                     epoch,
                     offset: position.offset,
-                    recovered: join.recovered,
+                    recovered,
                     history: &refs,
                     presence: presence.then_some(PresenceRef {
                         users: &user_refs,
@@ -383,13 +390,17 @@ impl Node {
     fn request(&mut self, id: u64, request_id: u32, body: BodyT) {
         match body {
             BodyT::HistoryQuery(q) => {
+                let budget = self.replay_budget();
                 let limit = (q.limit as usize).clamp(1, self.config.history_per_room.max(1));
                 let Some(room) = self.rooms.get_mut(&q.room) else {
                     self.with_session(id, |s| s.reply_error(request_id, ErrorCode::NotFound, "no such room"));
                     return;
                 };
                 let epoch = room.epoch;
-                let (page, has_more) = room.range(q.before, q.after, limit);
+                let (page, more) = room.range(q.before, q.after, limit);
+                // Forward paging (after) keeps the oldest; otherwise the newest.
+                let (page, trimmed) = fit_bytes(page, budget, q.after == 0);
+                let has_more = more || trimmed;
                 let messages = page
                     .iter()
                     .map(|m| {
@@ -447,6 +458,36 @@ impl Node {
             c.wake.notify_one();
         }
     }
+}
+
+impl Node {
+    /// Bytes of history one answer may carry: half the outbound limit, so a
+    /// replay never closes its own connection as a slow consumer.
+    fn replay_budget(&self) -> usize {
+        self.config.session.limits.max_outbound_bytes / 2
+    }
+}
+
+/// The longest run of `messages` (from the newest end if `keep_newest`, else
+/// from the oldest) whose encoded size fits `budget`; and whether any message
+/// was left out.
+fn fit_bytes(messages: &[Stored], budget: usize, keep_newest: bool) -> (&[Stored], bool) {
+    let mut used = 0;
+    let mut fits = |m: &Stored| {
+        used += m.frame.len();
+        used <= budget
+    };
+    let n = if keep_newest {
+        messages.iter().rev().take_while(|m| fits(m)).count()
+    } else {
+        messages.iter().take_while(|m| fits(m)).count()
+    };
+    let kept = if keep_newest {
+        &messages[messages.len() - n..]
+    } else {
+        &messages[..n]
+    };
+    (kept, n < messages.len())
 }
 
 fn fail_subscribe(session: &mut ServerSession, request_id: u32, room: &str, code: ErrorCode, message: &str) {

@@ -1,6 +1,8 @@
 //! Malformed, oversized and out-of-protocol input over raw WebSockets: each
 //! gets a typed error and a close with a reason; other clients are unaffected.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod support;
 
 use bytes::Bytes;

@@ -1,5 +1,7 @@
 //! End-to-end over real loopback sockets: the async client against a node.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 mod support;
 
 use herald_protocol::tokio_client::ClientError;
@@ -247,4 +249,48 @@ async fn empty_token_is_refused_at_connect() {
         "{err:?}"
     );
     let _ = Position::default();
+}
+
+#[tokio::test]
+async fn a_gap_larger_than_the_replay_budget_is_reported_not_recovered() {
+    let mut config = herald_gateway::NodeConfig::default();
+    // Replay budget is half the outbound limit: 8 KiB here.
+    config.session.limits.max_outbound_bytes = 16 * 1024;
+    let node = node_with(config);
+    let proxy = Proxy::start(node.addr).await;
+    let (alice, mut events) = client(&proxy.url(), "alice").await;
+    let (bob, _b) = client(&node.url(), "bob").await;
+    alice.subscribe("dash:big", SubscribeOptions::default()).await.unwrap();
+
+    proxy.cut();
+    next_matching(&mut events, |ev| {
+        matches!(ev, ClientEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    for i in 0..20u8 {
+        bob.publish("dash:big", vec![i; 1024], PublishOptions::default())
+            .await
+            .unwrap();
+    }
+    let (recovered, history, offset) = next_matching(&mut events, |ev| match ev {
+        ClientEvent::Subscribed {
+            recovered,
+            resumed: true,
+            history,
+            offset,
+            ..
+        } => Some((recovered, history, offset)),
+        _ => None,
+    })
+    .await;
+    assert!(!recovered, "20 KiB of missed messages do not fit an 8 KiB replay");
+    assert_eq!(offset, 20);
+    assert!(!history.is_empty() && history.len() < 20);
+    assert_eq!(history.last().map(|d| d.offset), Some(20), "the newest part is sent");
+    // The connection survived the replay (no slow-consumer close).
+    let p = alice
+        .publish("dash:big", &b"ok"[..], PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(p.offset, 21);
 }

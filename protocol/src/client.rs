@@ -314,6 +314,7 @@ impl ClientSession {
                     room: room.clone(),
                     epoch: p.epoch,
                     offset: p.offset,
+                    presence: st.options.presence,
                 }
             })
             .collect();
@@ -324,7 +325,8 @@ impl ClientSession {
             client_version: Some(self.config.client_version.clone()),
             resume: (!resume.is_empty()).then_some(resume),
         };
-        let frame = with_encoder(|e| e.body(0, wire::BodyT::Connect(Box::new(connect))));
+        let request_id = self.request_id();
+        let frame = with_encoder(|e| e.body(request_id, wire::BodyT::Connect(Box::new(connect))));
         self.outbound.push_back(frame);
         self.state = State::Connecting {
             deadline: now + self.config.connect_timeout,

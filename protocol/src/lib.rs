@@ -61,7 +61,7 @@ pub use codec::{
 pub use error::ProtocolError;
 pub use limits::{DecodeLimits, SessionLimits, valid_room_name};
 pub use rate::TokenBucket;
-pub use server::{Accept, SendOutcome, ServerConfig, ServerEvent, ServerSession};
+pub use server::{Accept, ResumeRoom, SendOutcome, ServerConfig, ServerEvent, ServerSession};
 pub use wire::ErrorCode;
 
 /// The protocol version string sent in `Connect.protocol`.

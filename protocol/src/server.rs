@@ -64,7 +64,7 @@ pub enum ServerEvent {
         /// Client software version.
         client_version: String,
         /// Rooms to re-subscribe, with the client's last positions.
-        resume: Vec<(String, Position)>,
+        resume: Vec<ResumeRoom>,
     },
     /// Subscribe the connection; answer with [`ServerSession::subscribed`] or
     /// [`ServerSession::reply_error`].
@@ -127,6 +127,17 @@ pub enum ServerEvent {
     },
 }
 
+/// A room listed in `Connect.resume`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeRoom {
+    /// Room name (not yet validated: check it like a subscribe).
+    pub room: String,
+    /// Last position the client saw; epoch 0 means a plain subscribe.
+    pub position: Position,
+    /// Presence wanted.
+    pub presence: bool,
+}
+
 /// What the application learned when it accepted a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Accept {
@@ -179,6 +190,7 @@ pub struct ServerSession {
     ping_nonce: u64,
     rooms: HashSet<Box<str>>,
     pending_subscribes: HashMap<u32, Box<str>>,
+    connect_request_id: u32,
     publish_bucket: TokenBucket,
     typing_bucket: TokenBucket,
     outbound: VecDeque<Outbound>,
@@ -198,6 +210,7 @@ impl ServerSession {
             ping_nonce: 0,
             rooms: HashSet::new(),
             pending_subscribes: HashMap::new(),
+            connect_request_id: 0,
             publish_bucket: TokenBucket::new(l.publish_rate_per_sec, l.publish_burst, now),
             typing_bucket: TokenBucket::new(l.typing_rate_per_sec, l.typing_burst, now),
             outbound: VecDeque::new(),
@@ -284,14 +297,13 @@ impl ServerSession {
                     .resume()
                     .map(|v| {
                         v.iter()
-                            .map(|p| {
-                                (
-                                    p.room().to_owned(),
-                                    Position {
-                                        epoch: p.epoch(),
-                                        offset: p.offset(),
-                                    },
-                                )
+                            .map(|p| ResumeRoom {
+                                room: p.room().to_owned(),
+                                position: Position {
+                                    epoch: p.epoch(),
+                                    offset: p.offset(),
+                                },
+                                presence: p.presence(),
                             })
                             .collect::<Vec<_>>()
                     })
@@ -304,6 +316,7 @@ impl ServerSession {
                     return Ok(());
                 }
                 self.state = State::Authenticating;
+                self.connect_request_id = request_id;
                 self.events.push_back(ServerEvent::Connect {
                     token: c.token().unwrap_or_default().to_owned(),
                     client_name: c.client_name().unwrap_or_default().to_owned(),
@@ -365,7 +378,15 @@ impl ServerSession {
             }
             Body::Unsubscribe => {
                 let Some(u) = frame.body_as_unsubscribe() else { return };
-                if self.rooms.remove(u.room()) {
+                let pending = self
+                    .pending_subscribes
+                    .iter()
+                    .find(|(_, r)| ***r == *u.room())
+                    .map(|(id, _)| *id);
+                if let Some(id) = pending {
+                    self.pending_subscribes.remove(&id);
+                }
+                if self.rooms.remove(u.room()) || pending.is_some() {
                     self.events.push_back(ServerEvent::Unsubscribed {
                         room: u.room().to_owned(),
                     });
@@ -429,11 +450,9 @@ impl ServerSession {
         if valid_room_name(room, self.config.limits.max_room_name_bytes) {
             Some(room.to_owned())
         } else {
-            self.reply_error(
-                request_id,
-                ErrorCode::InvalidRoomName,
-                "room names are 1-128 bytes of [A-Za-z0-9:_-.@/]",
-            );
+            let max = self.config.limits.max_room_name_bytes;
+            let message = format!("room names are 1-{max} bytes of [A-Za-z0-9:_-.@/]");
+            self.reply_error(request_id, ErrorCode::InvalidRoomName, &message);
             None
         }
     }
@@ -491,7 +510,8 @@ impl ServerSession {
         self.state = State::Open;
         self.last_received = now;
         self.next_ping = now + self.config.heartbeat_interval;
-        let frame = with_encoder(|e| e.body(0, wire::BodyT::Connected(Box::new(connected))));
+        let request_id = self.connect_request_id;
+        let frame = with_encoder(|e| e.body(request_id, wire::BodyT::Connected(Box::new(connected))));
         self.push(frame, false);
     }
 
@@ -500,7 +520,11 @@ impl ServerSession {
         if self.state != State::Open {
             return;
         }
-        self.pending_subscribes.remove(&request_id);
+        // A subscribe the client cancelled (unsubscribed while pending) is
+        // not confirmed; the application already got `Unsubscribed` for it.
+        if request_id != 0 && self.pending_subscribes.remove(&request_id).is_none() {
+            return;
+        }
         self.rooms.insert(s.room.into());
         let frame = with_encoder(|e| e.subscribed(request_id, s));
         self.send(frame, false);

@@ -416,3 +416,55 @@ fn client_connect_timeout_gives_up_on_a_silent_server() {
     assert!(!pair.server.is_closed(), "the server never got to time out");
     assert!(pair.trace.iter().all(|(t, _, _)| *t < t0 + Duration::from_secs(10)));
 }
+
+#[test]
+fn connected_echoes_the_connect_request_id() {
+    let now = Instant::now();
+    let mut server = ServerSession::new(ServerConfig::default(), now);
+    let connect = frames::encode(
+        42,
+        BodyT::Connect(Box::new(obj!(wire::ConnectT {
+            protocol: Some("herald/1".to_owned()),
+            token: Some("user:alice".to_owned()),
+        }))),
+    );
+    server.handle_frame(now, connect).expect("valid");
+    let _ = server_events(&mut server);
+    server.accept(
+        now,
+        &herald_protocol::Accept {
+            session_id: "s".into(),
+            node_id: "n".into(),
+            user_id: "alice".into(),
+            server_time_ms: 0,
+        },
+    );
+    let out = transmitted(&mut server);
+    assert_eq!(frames::kind(&out[0]), "Connected");
+    assert_eq!(frames::parse(&out[0]).request_id, 42);
+}
+
+#[test]
+fn resume_carries_each_rooms_presence_choice() {
+    let now = Instant::now();
+    let mut client = ClientSession::new(ClientConfig::default(), now);
+    client.subscribe(
+        now,
+        "chat:quiet",
+        SubscribeOptions {
+            history: 0,
+            presence: false,
+        },
+    );
+    client.subscribe(now, "chat:loud", SubscribeOptions::default());
+    client.connect(now);
+    let connect = client.poll_transmit().expect("Connect queued");
+    assert_ne!(frames::parse(&connect).request_id, 0, "Connect is a request");
+    let mut server = ServerSession::new(ServerConfig::default(), now);
+    server.handle_frame(now, connect).expect("valid");
+    let Some(ServerEvent::Connect { resume, .. }) = server.poll_event() else {
+        panic!("expected Connect");
+    };
+    let got: Vec<(&str, bool)> = resume.iter().map(|r| (r.room.as_str(), r.presence)).collect();
+    assert_eq!(got, [("chat:loud", true), ("chat:quiet", false)]);
+}

@@ -32,7 +32,7 @@ fn resume_positions(pair: &Pair) -> Vec<Vec<(String, Position)>> {
         .events
         .iter()
         .filter_map(|e| match e {
-            ServerEvent::Connect { resume, .. } => Some(resume.clone()),
+            ServerEvent::Connect { resume, .. } => Some(resume.iter().map(|r| (r.room.clone(), r.position)).collect()),
             _ => None,
         })
         .collect()

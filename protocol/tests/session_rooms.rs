@@ -436,3 +436,62 @@ fn invalid_room_names_are_refused() {
     assert_eq!(joined, 2, "{events:?}");
     assert!(pair.server.is_open());
 }
+
+#[test]
+fn unsubscribe_while_subscribe_is_pending_cancels_it() {
+    let now = std::time::Instant::now();
+    let mut server = support::open_server(herald_protocol::ServerConfig::default(), now);
+    server
+        .handle_frame(now, support::frames::subscribe(5, "chat:a"))
+        .expect("valid");
+    let unsubscribe = support::frames::encode(
+        6,
+        herald_protocol::wire::BodyT::Unsubscribe(Box::new(obj!(herald_protocol::wire::UnsubscribeT {
+            room: "chat:a".to_owned(),
+        }))),
+    );
+    server.handle_frame(now, unsubscribe).expect("valid");
+    let events = support::server_events(&mut server);
+    assert!(
+        matches!(&events[..], [ServerEvent::Subscribe { request_id: 5, .. }, ServerEvent::Unsubscribed { room }] if room == "chat:a"),
+        "{events:?}"
+    );
+    let out = support::transmitted(&mut server);
+    assert_eq!(support::frames::reply_of(&out[0]), (6, ErrorCode::Ok, 0, 0));
+    // The application's late confirmation of the cancelled subscribe is ignored.
+    server.subscribed(
+        5,
+        &herald_protocol::SubscribedRef {
+            room: "chat:a",
+            epoch: 1,
+            offset: 0,
+            recovered: false,
+            history: &[],
+            presence: None,
+        },
+    );
+    assert!(support::transmitted(&mut server).is_empty());
+    assert_eq!(server.rooms().count(), 0);
+}
+
+#[test]
+fn invalid_room_name_message_states_the_configured_limit() {
+    let now = std::time::Instant::now();
+    let mut config = herald_protocol::ServerConfig::default();
+    config.limits.max_room_name_bytes = 16;
+    let mut server = support::open_server(config, now);
+    server
+        .handle_frame(now, support::frames::subscribe(9, "chat:this-name-is-too-long"))
+        .expect("valid");
+    let out = support::transmitted(&mut server);
+    let reply = support::frames::parse(&out[0]);
+    let herald_protocol::wire::BodyT::Reply(r) = reply.body else {
+        panic!("expected Reply");
+    };
+    assert_eq!(r.code, ErrorCode::InvalidRoomName);
+    assert!(
+        r.message.as_deref().unwrap_or_default().contains("1-16 bytes"),
+        "{:?}",
+        r.message
+    );
+}

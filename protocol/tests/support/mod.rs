@@ -430,9 +430,9 @@ impl App {
                         server_time_ms: 1_700_000_000_000,
                     },
                 );
-                for (room, position) in resume {
-                    let recover = (position.epoch != 0).then_some(position);
-                    self.subscribe(server, 0, &room, 0, recover);
+                for r in resume {
+                    let recover = (r.position.epoch != 0).then_some(r.position);
+                    self.subscribe(server, 0, &r.room, 0, recover);
                 }
             }
             ServerEvent::Subscribe {

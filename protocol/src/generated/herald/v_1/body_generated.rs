@@ -41,8 +41,9 @@ pub const ENUM_VALUES_BODY: [Body; 29] = [
 ];
 
 /// Every frame body. Client-to-server members first, then server-to-client.
-/// `Ping` and `Pong` go both ways. A peer that receives a member it may not
-/// receive answers `UnsupportedFrame` (fatal).
+/// `Ping` and `Pong` go both ways. A server that receives a member a client
+/// may not send closes with `UnsupportedFrame`; a client that receives a
+/// member a server may not send drops the connection.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(transparent)]
 pub struct Body(pub u8);

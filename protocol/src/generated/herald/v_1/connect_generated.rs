@@ -7,7 +7,8 @@ pub enum ConnectOffset {}
 
 /// First frame on every connection. The server answers with `Connected`
 /// (the frame's request_id echoed) or closes with `AuthFailed`,
-/// `TokenExpired` or `UnsupportedVersion`.
+/// `TokenExpired` or `UnsupportedVersion`. The client sends nothing but
+/// `Ping` until `Connected` arrives (anything else is a `ProtocolViolation`).
 pub struct Connect<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }

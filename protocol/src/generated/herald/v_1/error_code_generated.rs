@@ -49,8 +49,9 @@ pub struct ErrorCode(pub u16);
 impl ErrorCode {
   /// Success (only in `Reply`).
   pub const Ok: Self = Self(0);
-  /// The request is well-formed FlatBuffers but a field is invalid
-  /// (e.g. a missing room). `message` says which.
+  /// The request is well-formed FlatBuffers but a field value is invalid
+  /// (a missing *required* field makes the whole frame `MalformedFrame`).
+  /// `message` says which.
   pub const BadRequest: Self = Self(100);
   /// The token does not grant this action on this room (subscribe or publish
   /// pattern mismatch, admin-only request, server-only room).

@@ -7,7 +7,7 @@ pub enum ErrorOffset {}
 
 /// An error not tied to a `Reply`: a fatal protocol error before closing, or
 /// a failed `Connect.resume` entry (with `room`). The frame's request_id is
-/// the request it refers to, or 0.
+/// the request it refers to when known, else 0.
 pub struct Error<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }

@@ -5,8 +5,9 @@ use super::*;
 pub enum MetricsSubscribeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
-/// Subscribe to live server metrics (admin tokens only); the server then
-/// sends `MetricsUpdate` every `interval_ms`. interval_ms 0 unsubscribes.
+/// Subscribe to live server metrics (admin tokens only). Answered by `Reply`;
+/// the server then sends `MetricsUpdate` every `interval_ms`.
+/// interval_ms 0 unsubscribes.
 pub struct MetricsSubscribe<'a> {
   pub _tab: ::flatbuffers::Table<'a>,
 }

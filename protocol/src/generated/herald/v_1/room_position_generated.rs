@@ -22,6 +22,7 @@ impl<'a> RoomPosition<'a> {
   pub const VT_ROOM: ::flatbuffers::VOffsetT = 4;
   pub const VT_EPOCH: ::flatbuffers::VOffsetT = 6;
   pub const VT_OFFSET: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PRESENCE: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -36,6 +37,7 @@ impl<'a> RoomPosition<'a> {
     builder.add_offset(args.offset);
     builder.add_epoch(args.epoch);
     if let Some(x) = args.room { builder.add_room(x); }
+    builder.add_presence(args.presence);
     builder.finish()
   }
 
@@ -46,10 +48,12 @@ impl<'a> RoomPosition<'a> {
     };
     let epoch = self.epoch();
     let offset = self.offset();
+    let presence = self.presence();
     RoomPositionT {
       room,
       epoch,
       offset,
+      presence,
     }
   }
 
@@ -76,6 +80,14 @@ impl<'a> RoomPosition<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(RoomPosition::VT_OFFSET, Some(0)).unwrap()}
   }
+  /// Resume presence events for this room (as `Subscribe.presence`).
+  #[inline]
+  pub fn presence(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(RoomPosition::VT_PRESENCE, Some(true)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for RoomPosition<'_> {
@@ -87,6 +99,7 @@ impl ::flatbuffers::Verifiable for RoomPosition<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("room", Self::VT_ROOM, true)?
      .visit_field::<u64>("epoch", Self::VT_EPOCH, false)?
      .visit_field::<u64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<bool>("presence", Self::VT_PRESENCE, false)?
      .finish();
     Ok(())
   }
@@ -95,6 +108,7 @@ pub struct RoomPositionArgs<'a> {
     pub room: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub epoch: u64,
     pub offset: u64,
+    pub presence: bool,
 }
 impl<'a> Default for RoomPositionArgs<'a> {
   #[inline]
@@ -103,6 +117,7 @@ impl<'a> Default for RoomPositionArgs<'a> {
       room: None, // required field
       epoch: 0,
       offset: 0,
+      presence: true,
     }
   }
 }
@@ -123,6 +138,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RoomPositionBuilder<'a, 'b, A
   #[inline]
   pub fn add_offset(&mut self, offset: u64) {
     self.fbb_.push_slot::<u64>(RoomPosition::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_presence(&mut self, presence: bool) {
+    self.fbb_.push_slot::<bool>(RoomPosition::VT_PRESENCE, presence, true);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RoomPositionBuilder<'a, 'b, A> {
@@ -146,6 +165,7 @@ impl ::core::fmt::Debug for RoomPosition<'_> {
       ds.field("room", &self.room());
       ds.field("epoch", &self.epoch());
       ds.field("offset", &self.offset());
+      ds.field("presence", &self.presence());
       ds.finish()
   }
 }
@@ -155,6 +175,7 @@ pub struct RoomPositionT {
   pub room: alloc::string::String,
   pub epoch: u64,
   pub offset: u64,
+  pub presence: bool,
 }
 impl Default for RoomPositionT {
   fn default() -> Self {
@@ -162,6 +183,7 @@ impl Default for RoomPositionT {
       room: alloc::string::ToString::to_string(""),
       epoch: 0,
       offset: 0,
+      presence: true,
     }
   }
 }
@@ -176,10 +198,12 @@ impl RoomPositionT {
     });
     let epoch = self.epoch;
     let offset = self.offset;
+    let presence = self.presence;
     RoomPosition::create(_fbb, &RoomPositionArgs{
       room,
       epoch,
       offset,
+      presence,
     })
   }
 }

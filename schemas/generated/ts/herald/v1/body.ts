@@ -34,8 +34,9 @@ import { Unsubscribe } from '../../herald/v1/unsubscribe.js';
 
 /**
  * Every frame body. Client-to-server members first, then server-to-client.
- * `Ping` and `Pong` go both ways. A peer that receives a member it may not
- * receive answers `UnsupportedFrame` (fatal).
+ * `Ping` and `Pong` go both ways. A server that receives a member a client
+ * may not send closes with `UnsupportedFrame`; a client that receives a
+ * member a server may not send drops the connection.
  */
 export enum Body {
   NONE = 0,

@@ -10,7 +10,8 @@ import { RoomPosition } from '../../herald/v1/room-position.js';
 /**
  * First frame on every connection. The server answers with `Connected`
  * (the frame's request_id echoed) or closes with `AuthFailed`,
- * `TokenExpired` or `UnsupportedVersion`.
+ * `TokenExpired` or `UnsupportedVersion`. The client sends nothing but
+ * `Ping` until `Connected` arrives (anything else is a `ProtocolViolation`).
  */
 export class Connect {
   bb: flatbuffers.ByteBuffer|null = null;

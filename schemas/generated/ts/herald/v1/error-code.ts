@@ -15,8 +15,9 @@ export enum ErrorCode {
   Ok = 0,
 
   /**
-   * The request is well-formed FlatBuffers but a field is invalid
-   * (e.g. a missing room). `message` says which.
+   * The request is well-formed FlatBuffers but a field value is invalid
+   * (a missing *required* field makes the whole frame `MalformedFrame`).
+   * `message` says which.
    */
   BadRequest = 100,
 

@@ -10,7 +10,7 @@ import { ErrorCode } from '../../herald/v1/error-code.js';
 /**
  * An error not tied to a `Reply`: a fatal protocol error before closing, or
  * a failed `Connect.resume` entry (with `room`). The frame's request_id is
- * the request it refers to, or 0.
+ * the request it refers to when known, else 0.
  */
 export class Error {
   bb: flatbuffers.ByteBuffer|null = null;

@@ -5,8 +5,9 @@
 import * as flatbuffers from 'flatbuffers';
 
 /**
- * Subscribe to live server metrics (admin tokens only); the server then
- * sends `MetricsUpdate` every `interval_ms`. interval_ms 0 unsubscribes.
+ * Subscribe to live server metrics (admin tokens only). Answered by `Reply`;
+ * the server then sends `MetricsUpdate` every `interval_ms`.
+ * interval_ms 0 unsubscribes.
  */
 export class MetricsSubscribe {
   bb: flatbuffers.ByteBuffer|null = null;

@@ -48,8 +48,16 @@ offset():bigint {
   return offset ? this.bb!.readUint64(this.bb_pos + offset) : BigInt('0');
 }
 
+/**
+ * Resume presence events for this room (as `Subscribe.presence`).
+ */
+presence():boolean {
+  const offset = this.bb!.__offset(this.bb_pos, 10);
+  return offset ? !!this.bb!.readInt8(this.bb_pos + offset) : true;
+}
+
 static startRoomPosition(builder:flatbuffers.Builder) {
-  builder.startObject(3);
+  builder.startObject(4);
 }
 
 static addRoom(builder:flatbuffers.Builder, roomOffset:flatbuffers.Offset) {
@@ -64,17 +72,22 @@ static addOffset(builder:flatbuffers.Builder, offset:bigint) {
   builder.addFieldInt64(2, offset, BigInt('0'));
 }
 
+static addPresence(builder:flatbuffers.Builder, presence:boolean) {
+  builder.addFieldInt8(3, +presence, +true);
+}
+
 static endRoomPosition(builder:flatbuffers.Builder):flatbuffers.Offset {
   const offset = builder.endObject();
   builder.requiredField(offset, 4) // room
   return offset;
 }
 
-static createRoomPosition(builder:flatbuffers.Builder, roomOffset:flatbuffers.Offset, epoch:bigint, offset:bigint):flatbuffers.Offset {
+static createRoomPosition(builder:flatbuffers.Builder, roomOffset:flatbuffers.Offset, epoch:bigint, offset:bigint, presence:boolean):flatbuffers.Offset {
   RoomPosition.startRoomPosition(builder);
   RoomPosition.addRoom(builder, roomOffset);
   RoomPosition.addEpoch(builder, epoch);
   RoomPosition.addOffset(builder, offset);
+  RoomPosition.addPresence(builder, presence);
   return RoomPosition.endRoomPosition(builder);
 }
 }
