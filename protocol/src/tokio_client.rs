@@ -8,6 +8,27 @@
 //! last (epoch, offset) and resends unacknowledged publishes (with their
 //! idempotency keys). Read the events stream: it is bounded, and the
 //! background task waits for room in it rather than dropping events.
+//!
+//! ```no_run
+//! use herald_protocol::tokio_client::{Client, ClientOptions};
+//! use herald_protocol::{ClientConfig, ClientEvent, PublishOptions, SubscribeOptions};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let options = ClientOptions {
+//!     session: ClientConfig { token: "alice".into(), ..ClientConfig::default() },
+//!     ..ClientOptions::default()
+//! };
+//! let (client, mut events) = Client::connect("ws://127.0.0.1:8080/ws", options).await?;
+//! client.subscribe("chat:lobby", SubscribeOptions::default()).await?;
+//! let position = client.publish("chat:lobby", &b"hello"[..], PublishOptions::default()).await?;
+//! println!("stored at offset {}", position.offset);
+//! while let Some(event) = events.recv().await {
+//!     if let ClientEvent::Message(m) = event {
+//!         println!("{} says {:?}", m.publisher, m.payload);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
