@@ -25,6 +25,15 @@ pub fn decode<'a>(buf: &'a [u8], limits: &DecodeLimits) -> Result<wire::Frame<'a
     if buf.len() < 8 || !wire::frame_buffer_has_identifier(buf) {
         return Err(ProtocolError::BadIdentifier);
     }
+    // Message and Publish frames are two tables deep; the specialised
+    // verifier handles them, anything else (or anything it refuses) goes to
+    // the generic one.
+    if limits.max_depth >= 2
+        && limits.max_tables >= 2
+        && let Some(frame) = crate::fastpath::decode(buf)
+    {
+        return Ok(frame);
+    }
     let frame = wire::root_as_frame_with_opts(&limits.verifier_options(), buf)?;
     let body = frame.body_type();
     if body == Body::NONE {
@@ -164,26 +173,10 @@ impl Encoder {
         self.frame(&wire::FrameT { request_id, body })
     }
 
-    /// Encodes a delivered `Message` (request id 0).
+    /// Encodes a delivered `Message` (request id 0): laid out directly into
+    /// one exact-size buffer, without the builder (see `fastpath`).
     pub fn message(&mut self, m: &MessageRef<'_>) -> Bytes {
-        let room = self.fbb.create_string(m.room);
-        let publisher = self.fbb.create_string(m.publisher);
-        let payload = self.fbb.create_vector(m.payload);
-        let content_type = self.opt_str(m.content_type);
-        let body = wire::Message::create(
-            &mut self.fbb,
-            &wire::MessageArgs {
-                room: Some(room),
-                epoch: m.epoch,
-                offset: m.offset,
-                publisher: Some(publisher),
-                timestamp_ms: m.timestamp_ms,
-                payload: Some(payload),
-                content_type,
-                volatile: m.volatile,
-            },
-        );
-        self.finish(0, Body::Message, body.as_union_value())
+        crate::fastpath::encode_message(m)
     }
 
     /// Encodes a `Publish` request.

@@ -24,6 +24,7 @@ extern crate alloc;
 mod client;
 mod codec;
 mod error;
+mod fastpath;
 pub mod framing;
 mod limits;
 mod rate;
@@ -59,6 +60,8 @@ pub use codec::{
     with_encoder,
 };
 pub use error::ProtocolError;
+#[doc(hidden)]
+pub use fastpath::accepts as fast_verifier_accepts;
 pub use limits::{DecodeLimits, SessionLimits, valid_room_name};
 pub use rate::TokenBucket;
 pub use server::{Accept, ResumeRoom, SendOutcome, ServerConfig, ServerEvent, ServerSession};

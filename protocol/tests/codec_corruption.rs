@@ -21,7 +21,32 @@ use support::{frames, open_server};
 /// Encoded frames of every kind.
 fn valid_frames() -> Vec<Bytes> {
     let mut encoder = Encoder::new();
-    frames::every_kind().iter().map(|f| encoder.frame(f)).collect()
+    let mut out: Vec<Bytes> = frames::every_kind().iter().map(|f| encoder.frame(f)).collect();
+    // The hand-laid Message layout (with and without a content type).
+    for content_type in [None, Some("application/json")] {
+        out.push(encoder.message(&herald_protocol::MessageRef {
+            room: "chat:lobby",
+            epoch: 7,
+            offset: 42,
+            publisher: "ann",
+            timestamp_ms: 1_700_000_000_000,
+            payload: b"{\"hi\":1}",
+            content_type,
+            volatile: false,
+        }));
+    }
+    out
+}
+
+/// The specialised verifier may only accept what the generic one accepts.
+fn assert_fast_path_no_more_permissive(bytes: &[u8]) {
+    if herald_protocol::fast_verifier_accepts(bytes) {
+        let generic = wire::root_as_frame_with_opts(&DecodeLimits::SERVER_TO_CLIENT.verifier_options(), bytes);
+        assert!(
+            generic.is_ok(),
+            "fast path accepted what the verifier refuses: {generic:?} {bytes:?}"
+        );
+    }
 }
 
 /// Reads every field reachable from a decoded frame through the accessors
@@ -139,6 +164,7 @@ fn feed_sessions(bytes: &[u8], server_decodes: bool) {
 
 /// Decodes with both limit sets and exercises whatever decodes.
 fn check_corrupted(bytes: &[u8]) {
+    assert_fast_path_no_more_permissive(bytes);
     let server_decodes = decode(bytes, &DecodeLimits::CLIENT_TO_SERVER).is_ok();
     if let Ok(frame) = decode(bytes, &DecodeLimits::SERVER_TO_CLIENT) {
         let unpacked = frame.unpack();

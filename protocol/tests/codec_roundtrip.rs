@@ -533,6 +533,9 @@ proptest! {
     #[test]
     fn message_encoder_matches_object_api(m in owned_message()) {
         let bytes = Encoder::new().message(&m.as_ref());
+        // The hand-laid frame passes the generic verifier and the fast one.
+        prop_assert!(wire::root_as_frame_with_opts(&DecodeLimits::SERVER_TO_CLIENT.verifier_options(), &bytes).is_ok());
+        prop_assert!(herald_protocol::fast_verifier_accepts(&bytes));
         let expected = obj!(wire::FrameT { request_id: 0, body: BodyT::Message(Box::new(message_t(&m.as_ref()))) });
         prop_assert_eq!(decode_unpack(&bytes)?, expected);
     }

@@ -41,6 +41,14 @@ pub const ROOM: &str = "chat:lobby";
 /// Runs every check on one input. Panics on a bug.
 pub fn fuzz_decode(data: &[u8]) {
     let t0 = Instant::now();
+    // The specialised Message/Publish verifier may only accept what the
+    // generic FlatBuffers verifier accepts.
+    if herald_protocol::fast_verifier_accepts(data) {
+        let opts = DecodeLimits::SERVER_TO_CLIENT.verifier_options();
+        if let Err(e) = herald_protocol::wire::root_as_frame_with_opts(&opts, data) {
+            panic!("fast verifier accepted a frame the generic verifier refuses: {e}");
+        }
+    }
     decode_both_presets(data);
 
     let input = Bytes::copy_from_slice(data);
