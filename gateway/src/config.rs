@@ -1,30 +1,135 @@
-//! Node configuration with documented defaults.
+//! Node configuration with documented defaults. [`crate::settings`] builds it
+//! from a TOML file, `HERALD_*` variables and flags.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_protocol::ServerConfig;
 
+/// How clients authenticate at `Connect`.
+#[derive(Clone, Default)]
+pub enum AuthConfig {
+    /// Unsigned development tokens (the token is the user id); only allowed
+    /// on loopback addresses. The default.
+    #[default]
+    Development,
+    /// JWTs signed with HS256 and this secret (at least 32 bytes).
+    Hs256Secret(Vec<u8>),
+    /// JWTs signed with RS256 or EdDSA, checked with this PEM public key.
+    PublicKeyPem(Vec<u8>),
+}
+
+impl std::fmt::Debug for AuthConfig {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthConfig::Development => "Development",
+            AuthConfig::Hs256Secret(_) => "Hs256Secret(..)",
+            AuthConfig::PublicKeyPem(_) => "PublicKeyPem(..)",
+        })
+    }
+}
+
+/// Options of the rooms in one namespace (the part of a room name before the
+/// first `:`, e.g. `chat` for `chat:lobby`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceConfig {
+    /// Messages kept in memory per room for history and resume.
+    pub history: usize,
+    /// Messages older than this leave the history (None: kept until evicted
+    /// by count).
+    pub history_max_age: Option<Duration>,
+    /// Presence (join/leave events and snapshots) is tracked.
+    pub presence: bool,
+    /// Clients may publish; when false only the server API may.
+    pub client_publish: bool,
+    /// Volatile (best-effort, unstored) publishes are allowed.
+    pub volatile: bool,
+    /// Subscribers per room; beyond it `RoomFull`.
+    pub max_subscribers: usize,
+}
+
+impl NamespaceConfig {
+    /// Rooms outside any configured namespace: chat-like defaults.
+    pub fn general() -> Self {
+        Self {
+            history: 1_000,
+            history_max_age: None,
+            presence: true,
+            client_publish: true,
+            volatile: true,
+            max_subscribers: 100_000,
+        }
+    }
+
+    /// The namespaces a node has unless configured otherwise: `chat`
+    /// (clients publish, presence, 1,000 messages), `dash` (dashboards: the
+    /// server publishes, 100 messages, no presence), `game` (clients publish
+    /// volatile state, 100 messages, presence) and `user` (per-user delivery:
+    /// the server publishes, 100 messages, no presence).
+    pub fn defaults() -> Vec<(String, NamespaceConfig)> {
+        let general = Self::general();
+        vec![
+            ("chat".into(), general.clone()),
+            (
+                "dash".into(),
+                Self {
+                    history: 100,
+                    presence: false,
+                    client_publish: false,
+                    ..general.clone()
+                },
+            ),
+            (
+                "game".into(),
+                Self {
+                    history: 100,
+                    ..general.clone()
+                },
+            ),
+            (
+                "user".into(),
+                Self {
+                    history: 100,
+                    presence: false,
+                    client_publish: false,
+                    ..general
+                },
+            ),
+        ]
+    }
+}
+
 /// Settings of a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
-    /// Address for WebSocket clients (`ws://ADDR/ws`). Default 127.0.0.1:8080.
+    /// Address for HTTP and WebSocket clients (`ws://ADDR/ws`). Default
+    /// 127.0.0.1:8080.
     pub listen: SocketAddr,
+    /// Shards (threads, each with its own listener). Default: the number of
+    /// cores.
+    pub shards: usize,
+    /// How clients authenticate. Default: development tokens.
+    pub auth: AuthConfig,
+    /// Key the server API requires as `Authorization: Bearer <key>` (at least
+    /// 16 characters). Default: 32 random characters.
+    pub api_key: String,
     /// This node's id, sent to clients in `Connected`. Default "dev-1".
     pub node_id: String,
     /// Session timing and per-connection limits.
     pub session: ServerConfig,
-    /// Messages kept in memory per room for history and resume. Default 1,000.
-    pub history_per_room: usize,
+    /// Options of rooms outside the configured namespaces.
+    pub default_namespace: NamespaceConfig,
+    /// Options per namespace. Default: [`NamespaceConfig::defaults`].
+    pub namespaces: Vec<(String, NamespaceConfig)>,
     /// Idempotency keys remembered per room. Default 10,000.
     pub dedup_per_room: usize,
-    /// Rooms a node holds; subscribing or publishing to a new room beyond it
-    /// is refused with `Unavailable`. Default 100,000.
+    /// Rooms a node holds (split evenly over shards); subscribing or
+    /// publishing to a new room beyond it is refused with `Unavailable`.
+    /// Default 100,000.
     pub max_rooms: usize,
-    /// Subscribers per room; beyond it `RoomFull`. Default 100,000.
-    pub max_subscribers_per_room: usize,
-    /// Open connections; beyond it new ones are closed with
-    /// `ConnectionLimit`. Default 10,000.
+    /// Open WebSocket sessions per node; beyond it new ones are closed with
+    /// `ConnectionLimit`. Default 100,000.
     pub max_connections: usize,
     /// Time connections get to drain after `GoAway` on shutdown. Default 5 s.
     pub shutdown_grace: Duration,
@@ -33,17 +138,59 @@ pub struct NodeConfig {
     pub reconnect_after: Duration,
 }
 
+impl NodeConfig {
+    /// The options of `room`'s namespace.
+    pub fn namespace(&self, room: &str) -> &NamespaceConfig {
+        let ns = room.split_once(':').map_or("", |(ns, _)| ns);
+        self.namespaces
+            .iter()
+            .find(|(name, _)| name == ns)
+            .map_or(&self.default_namespace, |(_, c)| c)
+    }
+
+    /// Largest history of any namespace (bounds history queries).
+    pub fn max_history(&self) -> usize {
+        self.namespaces
+            .iter()
+            .map(|(_, c)| c.history)
+            .chain([self.default_namespace.history])
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+}
+
+/// A random key of 32 characters from [A-Za-z0-9].
+pub(crate) fn random_key() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 32];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: fall back to the hasher's per-process keys.
+        use std::hash::{BuildHasher, RandomState};
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = RandomState::new().hash_one(i) as u8;
+        }
+    }
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            auth: AuthConfig::Development,
+            api_key: random_key(),
             node_id: "dev-1".into(),
             session: ServerConfig::default(),
-            history_per_room: 1_000,
+            default_namespace: NamespaceConfig::general(),
+            namespaces: NamespaceConfig::defaults(),
             dedup_per_room: 10_000,
             max_rooms: 100_000,
-            max_subscribers_per_room: 100_000,
-            max_connections: 10_000,
+            max_connections: 100_000,
             shutdown_grace: Duration::from_secs(5),
             reconnect_after: Duration::from_secs(1),
         }

@@ -1,112 +1,165 @@
-//! The Herald gateway.
+//! The Herald gateway: a sharded WebSocket and HTTP server.
 //!
-//! Today this is a single-threaded development node: WebSocket clients at
-//! `/ws`, rooms with per-room epochs and offsets, bounded in-memory history
-//! with resume and explicit `recovered = false` on gaps, presence, typing,
-//! publish acks with idempotency-key deduplication, and graceful shutdown
-//! with `GoAway`. Authentication is development-only (the token is the user
-//! id), so the binary refuses to listen on non-loopback addresses. Sharding,
-//! JWT, limits configuration, the HTTP API and metrics come next.
+//! A node runs one shard per core. Each shard is a thread with its own epoll
+//! loop and its own `SO_REUSEPORT` listener on the node's port; it owns its
+//! connections and the rooms that hash to it, and talks to other shards only
+//! through typed messages on bounded channels ([`NodeHandle`] starts them).
+//! HTTP (health, readiness, metrics, the server API) and WebSocket (`/ws`)
+//! share the port.
 
+mod api;
+pub mod auth;
 mod config;
-mod connection;
-mod node;
+mod conn;
+mod dispatch;
+mod http;
+mod mesh;
+mod owner;
 mod room;
+pub mod settings;
+mod shard;
+mod stats;
+mod ws;
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use herald_protocol::ErrorCode;
+use socket2::{Domain, Protocol, Socket, Type};
 
-pub use config::NodeConfig;
-pub use connection::close_code;
-use node::Node;
+pub use config::{AuthConfig, NamespaceConfig, NodeConfig};
 
-/// Runs a node on `listener` until `shutdown` resolves, then sends `GoAway`
-/// to every connection and waits (at most `shutdown_grace`) for them to
-/// close. Must run inside a [`tokio::task::LocalSet`].
-pub async fn run(listener: TcpListener, config: NodeConfig, shutdown: impl Future<Output = ()>) {
-    let grace = config.shutdown_grace;
-    let reconnect_after = config.reconnect_after;
-    let node = Rc::new(RefCell::new(Node::new(config)));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    tokio::task::spawn_local(connection::serve(node.clone(), stream));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    let open = node.borrow().conns.len();
-    tracing::info!(connections = open, "shutting down: sending GoAway");
-    node.borrow().go_away_all("node shutting down", reconnect_after);
-    let deadline = Instant::now() + grace;
-    while !node.borrow().conns.is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let left = node.borrow().conns.len();
-    if left > 0 {
-        tracing::warn!(connections = left, "shutdown grace expired with connections still open");
-    }
+use crate::auth::Verifier;
+use crate::mesh::{Mesh, Senders, ShardMsg};
+use crate::shard::{Shard, Shared, WAKER};
+use crate::stats::ShardStats;
+
+/// Capacity of each shard's inbound channel, in messages.
+const SHARD_CHANNEL: usize = 16 * 1024;
+
+/// WebSocket close code for a fatal herald error code: 4000 + code
+/// (e.g. 4208 for `SlowConsumer`), so browsers can see why without parsing
+/// the last frame.
+pub fn close_code(code: ErrorCode) -> u16 {
+    4000 + code.0.min(999)
 }
 
-/// A node running on its own thread (for tests and embedding).
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn unix_secs() -> u64 {
+    unix_ms() / 1000
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(String),
+    /// Binding or creating an OS resource failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// A running node: its shard threads, and how to stop them.
 #[derive(Debug)]
 pub struct NodeHandle {
     /// The bound address.
     pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    senders: Senders,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl NodeHandle {
-    /// Binds `config.listen` (port 0 picks a free port) and runs the node on
-    /// a new thread with its own current-thread runtime.
-    pub fn spawn(config: NodeConfig) -> std::io::Result<NodeHandle> {
-        let std_listener = std::net::TcpListener::bind(config.listen)?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("herald-node".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start runtime");
-                    return;
+    /// Binds `config.listen` (port 0 picks a free port) once per shard with
+    /// `SO_REUSEPORT` and starts one thread per shard.
+    pub fn spawn(config: NodeConfig) -> Result<NodeHandle, StartError> {
+        let verifier = match &config.auth {
+            AuthConfig::Development => {
+                if !config.listen.ip().is_loopback() {
+                    return Err(StartError::Config(format!(
+                        "refusing to listen on {} without --jwt-secret or --jwt-public-key: development \
+                         tokens are accepted only on loopback addresses",
+                        config.listen
+                    )));
                 }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, async move {
-                let listener = match TcpListener::from_std(std_listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot register listener");
-                        return;
-                    }
-                };
-                run(listener, config, async {
-                    let _ = rx.await;
+                Verifier::development()
+            }
+            AuthConfig::Hs256Secret(secret) => {
+                Verifier::hs256(secret).map_err(|e| StartError::Config(format!("jwt secret: {e}")))?
+            }
+            AuthConfig::PublicKeyPem(pem) => {
+                Verifier::public_key_pem(pem).map_err(|e| StartError::Config(format!("jwt public key: {e}")))?
+            }
+        };
+        if config.shards == 0 || config.shards > 1024 {
+            return Err(StartError::Config("shards must be between 1 and 1024".into()));
+        }
+        if config.api_key.len() < 16 {
+            return Err(StartError::Config("the api key must be at least 16 characters".into()));
+        }
+        let n = config.shards;
+        let mut listeners = Vec::with_capacity(n);
+        let mut addr = config.listen;
+        for i in 0..n {
+            let l = reuseport_listener(addr).map_err(io_err(format!("cannot listen on {addr}")))?;
+            if i == 0 {
+                addr = l.local_addr().map_err(io_err("local_addr"))?;
+            }
+            listeners.push(l);
+        }
+        let mut polls = Vec::with_capacity(n);
+        let mut wakers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let poll = mio::Poll::new().map_err(io_err("epoll"))?;
+            let waker = mio::Waker::new(poll.registry(), WAKER).map_err(io_err("eventfd"))?;
+            polls.push(poll);
+            wakers.push(Arc::new(waker));
+        }
+        let stats: Vec<Arc<ShardStats>> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
+        let (txs, rxs) = mesh::channels(n, SHARD_CHANNEL);
+        let senders = Senders {
+            txs,
+            wakers,
+            stats: stats.clone(),
+        };
+        let shared = Arc::new(Shared {
+            config,
+            verifier,
+            stats,
+            accepting: AtomicBool::new(true),
+            ws_open: AtomicUsize::new(0),
+        });
+        let mut threads = Vec::with_capacity(n);
+        for (i, ((poll, listener), rx)) in polls.into_iter().zip(listeners).zip(rxs).enumerate() {
+            let mesh = Mesh::new(i, &senders, rx);
+            let shared = shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || {
+                    let listener = mio::net::TcpListener::from_std(listener);
+                    Shard::new(i, shared, poll, listener, mesh).run();
                 })
-                .await;
-            });
-        })?;
-        Ok(NodeHandle {
-            addr,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
+                .map_err(io_err("cannot start shard thread"))?;
+            threads.push(t);
+        }
+        Ok(NodeHandle { addr, senders, threads })
     }
 
     /// The WebSocket URL of this node.
@@ -114,16 +167,34 @@ impl NodeHandle {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// Shuts the node down gracefully and waits for its thread.
+    /// The HTTP base URL of this node.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts the node down gracefully (GoAway, drain within the grace
+    /// period) and waits for every shard.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
-    fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+    /// Waits for the shards to stop (after a [`shutdown_handle`](Self::shutdown_handle) fired).
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
-        if let Some(t) = self.thread.take() {
+    }
+
+    /// A cloneable trigger that starts a graceful shutdown.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            senders: self.senders.clone(),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.shutdown_handle().trigger();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -133,4 +204,31 @@ impl Drop for NodeHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts a node's graceful shutdown from any thread.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    senders: Senders,
+}
+
+impl ShutdownHandle {
+    /// Tells every shard to stop accepting, send GoAway and drain.
+    pub fn trigger(&self) {
+        for (tx, waker) in self.senders.txs.iter().zip(&self.senders.wakers) {
+            // A full channel still drains; block briefly rather than lose it.
+            let _ = tx.send(ShardMsg::Shutdown);
+            let _ = waker.wake();
+        }
+    }
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
 }

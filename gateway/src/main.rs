@@ -1,16 +1,18 @@
 //! `herald`: the Herald gateway binary.
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use herald_gateway::NodeConfig;
+use clap::{Args, Parser, Subcommand};
+use herald_gateway::auth::{self, MintRequest};
+use herald_gateway::settings::{self, Loaded, Settings};
+use herald_gateway::{AuthConfig, NodeHandle};
 use mimalloc::MiMalloc;
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-/// Exit code for bad configuration (sysexits EX_USAGE).
+/// Exit code for bad configuration or usage (sysexits EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser, Debug)]
@@ -22,59 +24,103 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a development node (WebSocket at ws://LISTEN/ws).
-    Serve {
-        /// Address to listen on; loopback only until signed tokens land.
-        #[arg(long, env = "HERALD_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Node id reported to clients.
-        #[arg(long, env = "HERALD_NODE_ID", default_value = "dev-1")]
-        node_id: String,
-        /// Messages kept in memory per room.
-        #[arg(long, env = "HERALD_HISTORY", default_value_t = 1000)]
-        history: usize,
-        /// Log as JSON lines instead of text.
-        #[arg(long, env = "HERALD_LOG_JSON")]
-        log_json: bool,
+    /// Run a node: HTTP and WebSocket (ws://LISTEN/ws) on one port. With no
+    /// arguments, a development node on 127.0.0.1:8080.
+    Serve(ConfigArgs),
+    /// Mint a JWT for development, signed with the configured secret.
+    Token {
+        /// User id (`sub`).
+        #[arg(long)]
+        user: String,
+        /// Room patterns the token may subscribe to and publish in,
+        /// comma-separated (`chat:*,dash:sales`; `*` is everything).
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        rooms: Vec<String>,
+        /// Lifetime (`30m`, `1h`, `7d`).
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// Set the admin claim.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        config: ConfigArgs,
     },
+}
+
+/// Settings flags (they override `HERALD_*` variables, which override the
+/// file).
+#[derive(Args, Debug, Default)]
+struct ConfigArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for HTTP and WebSocket [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Shards (threads) [default: number of cores].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Directory for durable data [default: ./herald-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HS256 secret for client JWTs (at least 32 bytes).
+    #[arg(long)]
+    jwt_secret: Option<String>,
+    /// PEM public key (RSA or Ed25519) for client JWTs.
+    #[arg(long)]
+    jwt_public_key: Option<PathBuf>,
+    /// Key for the server API [default: random, logged at start].
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Node id reported to clients and in metrics [default: dev-1].
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Log JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> Result<Loaded, String> {
+        let flags = Settings {
+            listen: self.listen,
+            shards: self.shards,
+            node_id: self.node_id.clone(),
+            data_dir: self.data_dir.clone(),
+            jwt_secret: self.jwt_secret.clone(),
+            jwt_public_key: self.jwt_public_key.clone(),
+            api_key: self.api_key.clone(),
+            log_json: self.log_json.then_some(true),
+            ..Settings::default()
+        };
+        settings::load(&settings::figment(self.config.as_deref(), &flags))
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve {
-            listen,
-            node_id,
-            history,
-            log_json,
-        } => {
-            init_tracing(log_json);
-            if !listen.ip().is_loopback() {
-                eprintln!(
-                    "herald: refusing to listen on {listen}: this node accepts unsigned development tokens, \
-                     so it only binds loopback addresses"
-                );
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            if history == 0 || node_id.is_empty() {
-                eprintln!("herald: --history must be at least 1 and --node-id non-empty");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            let config = NodeConfig {
-                listen,
-                node_id,
-                history_per_room: history,
-                ..NodeConfig::default()
+        Command::Serve(args) => {
+            let loaded = match args.load() {
+                Ok(l) => l,
+                Err(e) => return config_error(&e),
             };
-            match serve(config) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("herald: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            init_tracing(loaded.log_json);
+            serve(loaded)
         }
+        Command::Token {
+            user,
+            rooms,
+            ttl,
+            admin,
+            config,
+        } => token(&user, rooms, &ttl, admin, &config),
     }
+}
+
+fn config_error(message: &str) -> ExitCode {
+    eprintln!("herald: {message}");
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn init_tracing(json: bool) {
@@ -90,36 +136,105 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn serve(config: NodeConfig) -> anyhow::Result<()> {
+fn serve(loaded: Loaded) -> ExitCode {
+    let Loaded {
+        node: config,
+        data_dir,
+        api_key_generated,
+        ..
+    } = loaded;
+    if let Err(e) = std::fs::create_dir_all(&data_dir) {
+        return config_error(&format!("data_dir {}: {e}", data_dir.display()));
+    }
+    let development = matches!(config.auth, AuthConfig::Development);
+    let api_key = config.api_key.clone();
+    let (shards, node_id) = (config.shards, config.node_id.clone());
+    let node = match NodeHandle::spawn(config) {
+        Ok(n) => n,
+        Err(herald_gateway::StartError::Config(e)) => return config_error(&e),
+        Err(e) => {
+            eprintln!("herald: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = node.addr;
+    if development {
+        tracing::warn!(
+            "DEVELOPMENT MODE: no --jwt-secret or --jwt-public-key, so any user id is accepted as a token \
+             (loopback only). Never run this in production."
+        );
+    }
+    if api_key_generated {
+        tracing::info!("api key: {api_key}");
+    }
+    tracing::info!(
+        %addr, shards, node_id = %node_id, data_dir = %data_dir.display(),
+        "listening; WebSocket clients connect to ws://{addr}/ws (token: {}), backends POST to http://{addr}/api/publish, \
+         metrics at http://{addr}/metrics",
+        if development { "any user id" } else { "a JWT, see `herald token`" }
+    );
+    tracing::info!("history is kept in memory in this version; it does not survive a restart");
+    let trigger = node.shutdown_handle();
+    match wait_for_signal() {
+        Ok(()) => tracing::info!("signal received: draining"),
+        Err(e) => tracing::error!(error = %e, "cannot wait for signals; stopping"),
+    }
+    trigger.trigger();
+    node.join();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn wait_for_signal() -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
-        tracing::warn!("development mode: any non-empty token is accepted as the user id (loopback only)");
-        tracing::info!(%addr, node_id = %config.node_id, "listening; connect a WebSocket client to ws://{addr}/ws");
-        herald_gateway::run(listener, config, shutdown_signal()).await;
-        tracing::info!("stopped");
-        Ok(())
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
     })
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
+fn token(user: &str, rooms: Vec<String>, ttl: &str, admin: bool, config: &ConfigArgs) -> ExitCode {
+    let loaded = match config.load() {
+        Ok(l) => l,
+        Err(e) => return config_error(&e),
+    };
+    let ttl = match settings::parse_duration(ttl) {
+        Ok(t) => t,
+        Err(e) => return config_error(&format!("--ttl: {e}")),
+    };
+    match loaded.node.auth {
+        AuthConfig::Hs256Secret(secret) => {
+            let req = MintRequest {
+                user: user.to_owned(),
+                rooms,
+                ttl,
+                admin,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match auth::mint_hs256(&secret, &req, now) {
+                Ok(t) => {
+                    println!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => config_error(&e.to_string()),
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        }
+        AuthConfig::PublicKeyPem(_) => config_error(
+            "this node verifies tokens with a public key; mint them where the private key lives \
+             (herald token signs with --jwt-secret only)",
+        ),
+        AuthConfig::Development => {
+            if auth::Verifier::development().verify(user, 0).is_err() {
+                return config_error("user id must be 1-64 characters of [A-Za-z0-9:_-.@/]");
+            }
+            eprintln!("herald: no --jwt-secret configured: a development node accepts the user id itself as the token");
+            println!("{user}");
+            ExitCode::SUCCESS
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -1,7 +1,9 @@
-//! One room: its log (epoch, offsets, bounded in-memory history), its
-//! subscribers, presence and publish deduplication.
+//! One room as its owner shard holds it: the log (epoch, offsets, bounded
+//! in-memory history), which shards have subscribers, presence and publish
+//! deduplication. Subscribers themselves live on their own shards.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use herald_protocol::{MessageRef, Position};
@@ -51,38 +53,51 @@ pub(crate) struct Join<'a> {
     pub(crate) recovered: bool,
 }
 
-/// Per-subscriber flags.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Member {
-    pub(crate) presence: bool,
-}
-
 #[derive(Debug)]
 pub(crate) struct Room {
     pub(crate) epoch: u64,
     pub(crate) last_offset: u64,
     log: VecDeque<Stored>,
     history_limit: usize,
-    pub(crate) members: HashMap<u64, Member>,
+    /// Messages older than this (ms) leave the history.
+    max_age_ms: Option<u64>,
+    /// Subscribed connections per shard: deliveries go to shards with any.
+    pub(crate) interest: Vec<u32>,
     /// Connections per user, so presence has one entry per user.
-    pub(crate) users: HashMap<String, usize>,
+    pub(crate) users: HashMap<Arc<str>, usize>,
     dedup: HashMap<(String, String), Position>,
     dedup_order: VecDeque<(String, String)>,
     dedup_limit: usize,
 }
 
 impl Room {
-    pub(crate) fn new(epoch: u64, history_limit: usize, dedup_limit: usize) -> Self {
+    pub(crate) fn new(epoch: u64, shards: usize, history_limit: usize, dedup_limit: usize) -> Self {
         Self {
             epoch,
             last_offset: 0,
             log: VecDeque::new(),
             history_limit,
-            members: HashMap::new(),
+            max_age_ms: None,
+            interest: vec![0; shards],
             users: HashMap::new(),
             dedup: HashMap::new(),
             dedup_order: VecDeque::new(),
             dedup_limit,
+        }
+    }
+
+    /// Drops history older than `max_age` (checked at append, join and range).
+    pub(crate) fn with_max_age(mut self, max_age: Option<std::time::Duration>) -> Self {
+        self.max_age_ms = max_age.map(|d| d.as_millis() as u64);
+        self
+    }
+
+    /// Forgets messages older than the age limit.
+    pub(crate) fn prune(&mut self, now_ms: u64) {
+        let Some(max_age) = self.max_age_ms else { return };
+        let oldest = now_ms.saturating_sub(max_age);
+        while self.log.front().is_some_and(|m| m.timestamp_ms < oldest) {
+            self.log.pop_front();
         }
     }
 
@@ -181,9 +196,23 @@ impl Room {
         }
     }
 
+    /// Subscribed connections on all shards.
+    pub(crate) fn subscribers(&self) -> u64 {
+        self.interest.iter().map(|&n| u64::from(n)).sum()
+    }
+
+    /// Shards with at least one subscriber.
+    pub(crate) fn interested_shards(&self) -> impl Iterator<Item = usize> + '_ {
+        self.interest
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, _)| i)
+    }
+
     /// Adds a user's connection; true if the user was not present before.
-    pub(crate) fn add_user(&mut self, user: &str) -> bool {
-        let n = self.users.entry(user.to_owned()).or_insert(0);
+    pub(crate) fn add_user(&mut self, user: &Arc<str>) -> bool {
+        let n = self.users.entry(user.clone()).or_insert(0);
         *n += 1;
         *n == 1
     }
@@ -219,7 +248,7 @@ mod tests {
     }
 
     fn room_with(n: u64, limit: usize) -> Room {
-        let mut r = Room::new(7, limit, 100);
+        let mut r = Room::new(7, 1, limit, 100);
         for i in 0..n {
             r.append("chat:a", incoming(i, None), |_| Bytes::new());
         }
@@ -260,10 +289,26 @@ mod tests {
     }
 
     #[test]
+    fn history_is_bounded_by_age_too() {
+        let mut r = Room::new(1, 1, 100, 10).with_max_age(Some(std::time::Duration::from_millis(5)));
+        for i in 0..10 {
+            r.append("x", incoming(i, None), |_| Bytes::new());
+        }
+        r.prune(12);
+        // Timestamps 0..9, now 12, max age 5: 7, 8, 9 remain.
+        let j = r.join(None, 100);
+        assert_eq!(j.history.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![8, 9, 10]);
+        // A recovery from before the pruned part is not complete.
+        assert!(!r.join(Some(Position { epoch: 1, offset: 5 }), 0).recovered);
+        assert!(r.join(Some(Position { epoch: 1, offset: 7 }), 0).recovered);
+    }
+
+    #[test]
     fn presence_counts_users_not_connections() {
-        let mut r = Room::new(1, 10, 10);
-        assert!(r.add_user("ann"));
-        assert!(!r.add_user("ann"));
+        let mut r = Room::new(1, 1, 10, 10);
+        let ann: Arc<str> = Arc::from("ann");
+        assert!(r.add_user(&ann));
+        assert!(!r.add_user(&ann));
         assert!(!r.remove_user("ann"));
         assert!(r.remove_user("ann"));
         assert!(!r.remove_user("ann"));
@@ -271,7 +316,7 @@ mod tests {
 
     #[test]
     fn dedup_remembers_a_bounded_number_of_keys() {
-        let mut r = Room::new(1, 10, 2);
+        let mut r = Room::new(1, 1, 10, 2);
         for k in ["a", "b", "c"] {
             r.append("x", incoming(0, Some(k)), |_| Bytes::new());
         }

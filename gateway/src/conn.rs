@@ -1,0 +1,200 @@
+//! One client connection as its shard holds it, and the coalescing writer.
+//!
+//! An idle WebSocket connection owns its socket, its [`ServerSession`] and a
+//! few words: its input and output buffers are empty `Vec`s (no allocation)
+//! until a partial frame arrives or a write comes back short.
+
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use herald_protocol::ServerSession;
+use mio::net::TcpStream;
+
+use crate::auth::Identity;
+use crate::stats::ShardStats;
+use crate::ws::{self, ServerHead};
+
+/// Most frames one write call carries.
+const FRAMES_PER_WRITE: usize = 64;
+/// Bytes after which a write call stops taking more frames.
+const BYTES_PER_WRITE: usize = 64 * 1024;
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) sock: TcpStream,
+    pub(crate) generation: u32,
+    pub(crate) state: State,
+    /// Received bytes not yet parsed (a partial head or frame).
+    pub(crate) inbuf: Vec<u8>,
+    /// Bytes to write before anything else: the rest of a short write, a
+    /// pong, an HTTP response, a close frame.
+    pub(crate) outbuf: Vec<u8>,
+    /// The last write would have blocked: wait for writable readiness.
+    pub(crate) blocked: bool,
+    /// Already in the shard's list of connections to read.
+    pub(crate) queued_read: bool,
+    /// Already in the shard's list of connections to write.
+    pub(crate) queued_write: bool,
+    /// HTTP: when the request must be complete. Closing: when to give up on
+    /// the peer's close.
+    pub(crate) deadline: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) enum State {
+    /// Reading an HTTP request (or the WebSocket upgrade), or waiting for
+    /// other shards to answer an API request.
+    Http(Http),
+    Ws(Box<Ws>),
+    /// Output shut down; waiting for the peer to close.
+    Closing,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Http {
+    /// Set while other shards work on the request.
+    pub(crate) waiting: bool,
+    pub(crate) keep_alive: bool,
+    /// Close after the current response is written.
+    pub(crate) close_after: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Ws {
+    pub(crate) session: ServerSession,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) user: Option<Arc<str>>,
+    /// Rooms whose owner counts this connection (joined or joining).
+    pub(crate) joined: Vec<Arc<str>>,
+    /// A fragmented message being reassembled.
+    pub(crate) fragments: Vec<u8>,
+    pub(crate) fragment_opcode: Option<u8>,
+    /// The close frame has been queued.
+    pub(crate) close_sent: bool,
+}
+
+impl Ws {
+    pub(crate) fn new(session: ServerSession) -> Self {
+        Self {
+            session,
+            identity: None,
+            user: None,
+            joined: Vec::new(),
+            fragments: Vec::new(),
+            fragment_opcode: None,
+            close_sent: false,
+        }
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(sock: TcpStream, generation: u32, deadline: Instant) -> Self {
+        Self {
+            sock,
+            generation,
+            state: State::Http(Http::default()),
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            blocked: false,
+            queued_read: false,
+            queued_write: false,
+            deadline,
+        }
+    }
+
+    pub(crate) fn ws_mut(&mut self) -> Option<&mut Ws> {
+        match &mut self.state {
+            State::Ws(ws) => Some(ws),
+            _ => None,
+        }
+    }
+}
+
+/// Writes `outbuf` and then the session's queued frames, as many per call as
+/// fit, until the socket would block or nothing is left. Frames a short
+/// write leaves behind move to `outbuf` (bounded by one call's worth).
+/// Returns false if the socket failed.
+pub(crate) fn flush(
+    sock: &mut TcpStream,
+    outbuf: &mut Vec<u8>,
+    mut session: Option<&mut ServerSession>,
+    blocked: &mut bool,
+    stats: &ShardStats,
+) -> bool {
+    let mut frames: Vec<Bytes> = Vec::new();
+    loop {
+        if !outbuf.is_empty() {
+            match write_some(sock, &[IoSlice::new(outbuf)], stats) {
+                Ok(n) if n == outbuf.len() => *outbuf = Vec::new(),
+                Ok(n) => {
+                    outbuf.drain(..n);
+                    *blocked = true;
+                    return true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    *blocked = true;
+                    return true;
+                }
+                Err(_) => return false,
+            }
+        }
+        let Some(s) = session.as_deref_mut() else { return true };
+        frames.clear();
+        let mut bytes = 0;
+        while frames.len() < FRAMES_PER_WRITE && bytes < BYTES_PER_WRITE {
+            let Some(f) = s.poll_transmit() else { break };
+            bytes += f.len();
+            frames.push(f);
+        }
+        if frames.is_empty() {
+            return true;
+        }
+        let heads: Vec<ServerHead> = frames
+            .iter()
+            .map(|f| ServerHead::new(ws::opcode::BINARY, f.len()))
+            .collect();
+        let mut iov: [IoSlice<'_>; 2 * FRAMES_PER_WRITE] = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+        for (i, (h, f)) in heads.iter().zip(&frames).enumerate() {
+            iov[2 * i] = IoSlice::new(h.as_bytes());
+            iov[2 * i + 1] = IoSlice::new(f);
+        }
+        let iov = &iov[..2 * frames.len()];
+        let total: usize = iov.iter().map(|s| s.len()).sum();
+        let written = match write_some(sock, iov, stats) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => return false,
+        };
+        ShardStats::add(&stats.frames_out, frames.len() as u64);
+        if written < total {
+            // Keep what the kernel did not take, in order.
+            let mut skip = written;
+            for s in iov {
+                if skip >= s.len() {
+                    skip -= s.len();
+                } else {
+                    outbuf.extend_from_slice(&s[skip..]);
+                    skip = 0;
+                }
+            }
+            *blocked = true;
+            return true;
+        }
+    }
+}
+
+fn write_some(sock: &mut TcpStream, iov: &[IoSlice<'_>], stats: &ShardStats) -> io::Result<usize> {
+    loop {
+        ShardStats::add(&stats.write_syscalls, 1);
+        match sock.write_vectored(iov) {
+            Ok(n) => {
+                ShardStats::add(&stats.bytes_out, n as u64);
+                return Ok(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! Where a node's configuration comes from: built-in defaults, then a TOML
+//! file, then `HERALD_*` environment variables, then command-line flags (each
+//! layer overrides the one before). Nested keys use `__` in variable names:
+//! `HERALD_LIMITS__MAX_FRAME_BYTES=131072` sets `[limits] max_frame_bytes`.
+//!
+//! Every error is a message for the operator; `herald serve` prints it and
+//! exits with code 64.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AuthConfig, NamespaceConfig, NodeConfig, random_key};
+
+/// Everything a TOML file, the environment or flags can set. Absent keys
+/// keep the defaults documented on [`NodeConfig`] and in docs/CONFIG.md.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP + WebSocket address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Shards (threads); default the number of cores.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards: Option<usize>,
+    /// Node id reported to clients and in metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Directory for durable data (created if missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// HS256 secret for client JWTs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<String>,
+    /// Path of a PEM public key (RSA or Ed25519) for client JWTs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// Server API key (random when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Log as JSON lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_json: Option<bool>,
+    /// Size, rate and time limits.
+    #[serde(skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
+    /// Options per room namespace (`[namespaces.chat]`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, NamespaceSettings>,
+}
+
+/// `[limits]`: durations are strings like "10s", "1m", "500ms".
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)] // documented in docs/CONFIG.md, one line each
+pub struct Limits {
+    pub max_frame_bytes: Option<usize>,
+    pub max_payload_bytes: Option<usize>,
+    pub rooms_per_connection: Option<usize>,
+    pub max_room_name_bytes: Option<usize>,
+    pub publish_rate_per_sec: Option<u32>,
+    pub publish_burst: Option<u32>,
+    pub typing_rate_per_sec: Option<u32>,
+    pub typing_burst: Option<u32>,
+    pub max_outbound_bytes: Option<usize>,
+    pub handshake_timeout: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_rooms: Option<usize>,
+    pub dedup_per_room: Option<usize>,
+    pub shutdown_grace: Option<String>,
+}
+
+impl Limits {
+    fn is_empty(&self) -> bool {
+        *self == Limits::default()
+    }
+}
+
+/// `[namespaces.NAME]`: overrides of one namespace's options.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceSettings {
+    /// Messages kept per room.
+    pub history: Option<usize>,
+    /// Age after which messages leave the history ("1h").
+    pub history_max_age: Option<String>,
+    /// Track presence.
+    pub presence: Option<bool>,
+    /// Who may publish: "clients" or "server".
+    pub publish: Option<String>,
+    /// Allow volatile publishes.
+    pub volatile: Option<bool>,
+    /// Subscribers per room.
+    pub max_subscribers: Option<usize>,
+}
+
+/// A node configuration and what else `herald serve` needs to know.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The node's configuration.
+    pub node: NodeConfig,
+    /// Durable data directory.
+    pub data_dir: PathBuf,
+    /// JSON logs.
+    pub log_json: bool,
+    /// The API key was generated (log it for the developer).
+    pub api_key_generated: bool,
+}
+
+/// Merges the layers: `file` (if given) < `HERALD_*` environment < `flags`.
+pub fn figment(file: Option<&Path>, flags: &Settings) -> Figment {
+    let mut f = Figment::new();
+    if let Some(path) = file {
+        f = f.merge(Toml::file_exact(path));
+    }
+    f.merge(Env::prefixed("HERALD_").split("__").ignore(&["config", "log"]))
+        .merge(Serialized::defaults(flags))
+}
+
+/// Reads and checks the merged settings.
+pub fn load(figment: &Figment) -> Result<Loaded, String> {
+    let s: Settings = figment.extract().map_err(|e| format!("configuration: {e}"))?;
+    resolve(s)
+}
+
+fn duration(name: &str, value: &Option<String>, default: Duration) -> Result<Duration, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v).map_err(|e| format!("{name}: {e}")),
+    }
+}
+
+/// Parses "500ms", "10s", "5m", "1h", "2d".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 500ms, 10s, 5m, 1h or 2d"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" => n.saturating_mul(1_000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err(format!("'{s}' is not a duration like 500ms, 10s, 5m, 1h or 2d")),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+fn resolve(s: Settings) -> Result<Loaded, String> {
+    let mut node = NodeConfig::default();
+    if let Some(listen) = s.listen {
+        node.listen = listen;
+    }
+    if let Some(shards) = s.shards {
+        if !(1..=1024).contains(&shards) {
+            return Err(format!("shards must be between 1 and 1024 (got {shards})"));
+        }
+        node.shards = shards;
+    }
+    if let Some(id) = s.node_id {
+        if id.is_empty() || id.len() > 64 || !herald_protocol::valid_room_name(&id, 64) {
+            return Err("node_id must be 1-64 characters of [A-Za-z0-9:_-.@/]".into());
+        }
+        node.node_id = id;
+    }
+    node.auth = match (s.jwt_secret, s.jwt_public_key) {
+        (Some(_), Some(_)) => return Err("give either jwt_secret or jwt_public_key, not both".into()),
+        (Some(secret), None) => {
+            if secret.len() < 32 {
+                return Err("jwt_secret must be at least 32 bytes".into());
+            }
+            AuthConfig::Hs256Secret(secret.into_bytes())
+        }
+        (None, Some(path)) => {
+            let pem = std::fs::read(&path).map_err(|e| format!("jwt_public_key {}: {e}", path.display()))?;
+            crate::auth::Verifier::public_key_pem(&pem)
+                .map_err(|e| format!("jwt_public_key {}: {e}", path.display()))?;
+            AuthConfig::PublicKeyPem(pem)
+        }
+        (None, None) => AuthConfig::Development,
+    };
+    if matches!(node.auth, AuthConfig::Development) && !node.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to listen on {} without jwt_secret or jwt_public_key: development tokens are \
+             accepted only on loopback addresses",
+            node.listen
+        ));
+    }
+    let api_key_generated = s.api_key.is_none();
+    if let Some(key) = s.api_key {
+        if key.len() < 16 {
+            return Err("api_key must be at least 16 characters".into());
+        }
+        node.api_key = key;
+    } else {
+        node.api_key = random_key();
+    }
+    apply_limits(&mut node, &s.limits)?;
+    for (name, ns) in &s.namespaces {
+        if name.is_empty() || name.contains(':') || !herald_protocol::valid_room_name(name, 64) {
+            return Err(format!("namespace '{name}': invalid name"));
+        }
+        let base = node
+            .namespaces
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or_else(|| node.default_namespace.clone(), |(_, c)| c.clone());
+        let merged = apply_namespace(name, base, ns)?;
+        match node.namespaces.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = merged,
+            None => node.namespaces.push((name.clone(), merged)),
+        }
+    }
+    Ok(Loaded {
+        node,
+        data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("herald-data")),
+        log_json: s.log_json.unwrap_or(false),
+        api_key_generated,
+    })
+}
+
+fn apply_limits(node: &mut NodeConfig, l: &Limits) -> Result<(), String> {
+    let limits = &mut node.session.limits;
+    let positive = |name: &str, v: usize| {
+        if v == 0 {
+            Err(format!("limits.{name} must be at least 1"))
+        } else {
+            Ok(v)
+        }
+    };
+    if let Some(v) = l.max_frame_bytes {
+        if !(1024..=16 * 1024 * 1024).contains(&v) {
+            return Err("limits.max_frame_bytes must be between 1024 and 16777216".into());
+        }
+        limits.decode.max_frame_bytes = v;
+    }
+    if let Some(v) = l.max_payload_bytes {
+        limits.max_payload_bytes = positive("max_payload_bytes", v)?;
+    }
+    if limits.max_payload_bytes >= limits.decode.max_frame_bytes {
+        return Err("limits.max_payload_bytes must be smaller than limits.max_frame_bytes".into());
+    }
+    if let Some(v) = l.rooms_per_connection {
+        limits.max_rooms = positive("rooms_per_connection", v)?;
+    }
+    if let Some(v) = l.max_room_name_bytes {
+        limits.max_room_name_bytes = positive("max_room_name_bytes", v)?.min(1024);
+    }
+    if let Some(v) = l.publish_rate_per_sec {
+        limits.publish_rate_per_sec = positive("publish_rate_per_sec", v as usize)? as u32;
+    }
+    if let Some(v) = l.publish_burst {
+        limits.publish_burst = positive("publish_burst", v as usize)? as u32;
+    }
+    if let Some(v) = l.typing_rate_per_sec {
+        limits.typing_rate_per_sec = positive("typing_rate_per_sec", v as usize)? as u32;
+    }
+    if let Some(v) = l.typing_burst {
+        limits.typing_burst = positive("typing_burst", v as usize)? as u32;
+    }
+    if let Some(v) = l.max_outbound_bytes {
+        limits.max_outbound_bytes = v.max(limits.decode.max_frame_bytes);
+    }
+    let s = &mut node.session;
+    s.handshake_timeout = duration("limits.handshake_timeout", &l.handshake_timeout, s.handshake_timeout)?;
+    s.heartbeat_interval = duration("limits.heartbeat_interval", &l.heartbeat_interval, s.heartbeat_interval)?;
+    s.idle_timeout = duration("limits.idle_timeout", &l.idle_timeout, s.idle_timeout)?;
+    if s.heartbeat_interval.is_zero() || s.idle_timeout <= s.heartbeat_interval {
+        return Err("limits.idle_timeout must be longer than limits.heartbeat_interval (> 0)".into());
+    }
+    if let Some(v) = l.max_connections {
+        node.max_connections = positive("max_connections", v)?;
+    }
+    if let Some(v) = l.max_rooms {
+        node.max_rooms = positive("max_rooms", v)?;
+    }
+    if let Some(v) = l.dedup_per_room {
+        node.dedup_per_room = v;
+    }
+    node.shutdown_grace = duration("limits.shutdown_grace", &l.shutdown_grace, node.shutdown_grace)?;
+    Ok(())
+}
+
+fn apply_namespace(name: &str, mut c: NamespaceConfig, s: &NamespaceSettings) -> Result<NamespaceConfig, String> {
+    if let Some(v) = s.history {
+        c.history = v;
+    }
+    if let Some(v) = &s.history_max_age {
+        c.history_max_age = Some(parse_duration(v).map_err(|e| format!("namespaces.{name}.history_max_age: {e}"))?);
+    }
+    if let Some(v) = s.presence {
+        c.presence = v;
+    }
+    if let Some(v) = &s.publish {
+        c.client_publish = match v.as_str() {
+            "clients" => true,
+            "server" => false,
+            other => {
+                return Err(format!(
+                    "namespaces.{name}.publish must be \"clients\" or \"server\" (got \"{other}\")"
+                ));
+            }
+        };
+    }
+    if let Some(v) = s.volatile {
+        c.volatile = v;
+    }
+    if let Some(v) = s.max_subscribers {
+        if v == 0 {
+            return Err(format!("namespaces.{name}.max_subscribers must be at least 1"));
+        }
+        c.max_subscribers = v;
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closure signature
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn flags_beat_environment_beats_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                r#"
+                listen = "127.0.0.1:9001"
+                node_id = "from-file"
+                shards = 3
+                [limits]
+                max_frame_bytes = 131072
+                idle_timeout = "90s"
+                [namespaces.chat]
+                history = 50
+                [namespaces.metrics]
+                publish = "server"
+                presence = false
+                "#,
+            )?;
+            jail.set_env("HERALD_NODE_ID", "from-env");
+            jail.set_env("HERALD_SHARDS", "5");
+            jail.set_env("HERALD_LIMITS__PUBLISH_BURST", "7");
+            let flags = Settings {
+                shards: Some(2),
+                ..Settings::default()
+            };
+            let loaded = load(&figment(Some(Path::new("herald.toml")), &flags)).map_err(|e| e.to_string())?;
+            let n = loaded.node;
+            assert_eq!(n.listen.port(), 9001, "file");
+            assert_eq!(n.node_id, "from-env", "env beats file");
+            assert_eq!(n.shards, 2, "flag beats env and file");
+            assert_eq!(n.session.limits.decode.max_frame_bytes, 131_072);
+            assert_eq!(n.session.limits.publish_burst, 7);
+            assert_eq!(n.session.idle_timeout, Duration::from_secs(90));
+            assert_eq!(n.namespace("chat:x").history, 50);
+            assert!(n.namespace("chat:x").presence, "unset keys keep the namespace default");
+            assert!(!n.namespace("metrics:cpu").client_publish);
+            assert!(n.namespace("other:x").client_publish);
+            assert!(loaded.api_key_generated && n.api_key.len() == 32);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_settings_are_explained() {
+        let cases: [(&str, &str); 7] = [
+            ("listen = \"0.0.0.0:8080\"", "loopback"),
+            ("shards = 0", "shards"),
+            ("api_key = \"short\"", "api_key"),
+            ("jwt_secret = \"too short\"", "32 bytes"),
+            ("[limits]\nidle_timeout = \"soon\"", "idle_timeout"),
+            ("[namespaces.chat]\npublish = \"anyone\"", "clients"),
+            ("unknown_key = 1", "unknown"),
+        ];
+        for (toml, needle) in cases {
+            Jail::expect_with(|jail| {
+                jail.create_file("h.toml", toml)?;
+                let err = load(&figment(Some(Path::new("h.toml")), &Settings::default())).unwrap_err();
+                assert!(err.contains(needle), "{toml:?} -> {err}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn a_secret_allows_public_addresses() {
+        let s = Settings {
+            listen: Some("0.0.0.0:8080".parse().unwrap()),
+            jwt_secret: Some("x".repeat(32)),
+            api_key: Some("k".repeat(16)),
+            ..Settings::default()
+        };
+        let loaded = resolve(s).unwrap();
+        assert!(matches!(loaded.node.auth, AuthConfig::Hs256Secret(_)));
+        assert!(!loaded.api_key_generated);
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

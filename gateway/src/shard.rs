@@ -1,0 +1,751 @@
+//! A shard: one thread running one epoll loop (mio) over its own listener
+//! (SO_REUSEPORT) and connections. It owns the rooms that hash to it and the
+//! subscriptions of its connections; everything else is a message to another
+//! shard (see [`crate::mesh`]).
+//!
+//! Each loop iteration: poll; read ready sockets into one shard-owned buffer
+//! and run their sessions; handle messages from other shards; then write
+//! every connection that got frames, all its queued frames in one call.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use herald_protocol::{ErrorCode, ServerSession};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::auth::Verifier;
+use crate::config::NodeConfig;
+use crate::conn::{self, Conn, Http, State, Ws};
+use crate::http::{self, HeadError, Response};
+use crate::mesh::{ConnKey, Mesh};
+use crate::room::Room;
+use crate::stats::{DropReason, ShardStats};
+use crate::ws::{self, WsError};
+
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+pub(crate) const WAKER: Token = Token(usize::MAX - 2);
+
+/// How often timeouts (heartbeats, idle, handshake, token expiry) are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// Shard-owned read buffer.
+const READ_BUF: usize = 64 * 1024;
+/// Largest HTTP request body (server API).
+pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Time an HTTP request (or the WebSocket upgrade) has to arrive.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a closing connection gets to acknowledge our close.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Messages from other shards handled per iteration before sockets get a turn.
+const INBOX_BATCH: usize = 4096;
+
+/// What all shards of a node share (read-mostly).
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: NodeConfig,
+    pub(crate) verifier: Verifier,
+    pub(crate) stats: Vec<Arc<ShardStats>>,
+    pub(crate) accepting: AtomicBool,
+    /// Open WebSocket sessions on the node (for `max_connections`).
+    pub(crate) ws_open: AtomicUsize,
+}
+
+/// A subscriber on this shard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LocalMember {
+    pub(crate) generation: u32,
+    pub(crate) presence: bool,
+}
+
+pub(crate) struct Shard {
+    pub(crate) id: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) stats: Arc<ShardStats>,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    pub(crate) conns: Slab<Conn>,
+    next_generation: u32,
+    pub(crate) mesh: Mesh,
+    /// Subscribers of this shard's connections, by room.
+    pub(crate) local: HashMap<Arc<str>, HashMap<u32, LocalMember>>,
+    /// Rooms this shard owns.
+    pub(crate) owned: HashMap<Arc<str>, Room>,
+    pub(crate) epoch_base: u64,
+    /// Server API requests waiting for every shard's answer.
+    pub(crate) gathers: HashMap<ConnKey, crate::api::Gather>,
+    read_buf: Box<[u8]>,
+    to_read: Vec<usize>,
+    pub(crate) to_write: Vec<usize>,
+    draining: Option<Instant>,
+    accept_paused: bool,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.id)
+            .field("conns", &self.conns.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    pub(crate) fn new(id: usize, shared: Arc<Shared>, poll: Poll, listener: TcpListener, mesh: Mesh) -> Self {
+        let stats = shared.stats[id].clone();
+        let mut shard = Self {
+            id,
+            stats,
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            next_generation: 0,
+            mesh,
+            local: HashMap::new(),
+            owned: HashMap::new(),
+            // Epochs must differ across restarts of this in-memory node (and
+            // between shards), so a client resuming after a restart is told
+            // recovered = false.
+            epoch_base: (crate::unix_ms() << 20) + ((id as u64) << 40),
+            gathers: HashMap::new(),
+            read_buf: vec![0; READ_BUF].into_boxed_slice(),
+            to_read: Vec::new(),
+            to_write: Vec::new(),
+            draining: None,
+            accept_paused: false,
+            shared,
+        };
+        if let Some(l) = shard.listener.as_mut()
+            && let Err(e) = shard.poll.registry().register(l, LISTENER, Interest::READABLE)
+        {
+            tracing::error!(shard = id, error = %e, "cannot register listener");
+        }
+        shard
+    }
+
+    /// Runs until drained after a shutdown message.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        let mut backlog = false;
+        let mut busy = false;
+        loop {
+            let now = Instant::now();
+            let timeout = if busy || (!backlog && !self.to_read.is_empty()) || !self.to_write.is_empty() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(now)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(shard = self.id, error = %e, "poll failed; shard stops");
+                return;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(slot) => {
+                        let Some(c) = self.conns.get_mut(slot) else { continue };
+                        if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && !c.queued_read {
+                            c.queued_read = true;
+                            self.to_read.push(slot);
+                        }
+                        if ev.is_writable() || ev.is_error() {
+                            c.blocked = false;
+                            self.mark_write(slot);
+                        }
+                    }
+                }
+            }
+            let mut handled = 0;
+            while handled < INBOX_BATCH {
+                let Some(msg) = self.mesh.recv() else { break };
+                ShardStats::gauge(&self.stats.queue_depth, -1);
+                self.on_message(msg);
+                handled += 1;
+            }
+            busy = handled == INBOX_BATCH;
+            // While other shards' channels are full, stop taking client input
+            // so the pressure reaches clients as TCP back-pressure.
+            if !backlog {
+                self.read_ready();
+            }
+            self.write_ready();
+            let flushed = self.mesh.flush();
+            backlog = flushed.backlog;
+            busy |= flushed.to_self;
+            let now = Instant::now();
+            if now >= next_tick {
+                self.tick(now);
+                next_tick = now + TICK;
+            }
+            if let Some(deadline) = self.draining
+                && (self.conns.is_empty() || now >= deadline)
+            {
+                if !self.conns.is_empty() {
+                    tracing::warn!(
+                        shard = self.id,
+                        connections = self.conns.len(),
+                        "shutdown grace expired with connections open"
+                    );
+                }
+                return;
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((sock, _peer)) => self.add_conn(sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: retry on the next tick instead of
+                    // spinning; pending connections wait in the backlog.
+                    tracing::warn!(shard = self.id, error = %e, "accept failed; pausing accepts");
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut sock: TcpStream) {
+        let _ = sock.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE)
+        {
+            tracing::warn!(error = %e, "cannot register connection");
+            return;
+        }
+        self.next_generation = self.next_generation.wrapping_add(1);
+        entry.insert(Conn::new(sock, self.next_generation, Instant::now() + HTTP_TIMEOUT));
+        ShardStats::gauge(&self.stats.connections, 1);
+    }
+
+    pub(crate) fn key(&self, slot: usize) -> Option<ConnKey> {
+        self.conns.get(slot).map(|c| ConnKey {
+            slot: slot as u32,
+            generation: c.generation,
+        })
+    }
+
+    /// The slot of a connection if it is still the same connection.
+    pub(crate) fn slot_of(&self, key: ConnKey) -> Option<usize> {
+        let slot = key.slot as usize;
+        (self.conns.get(slot)?.generation == key.generation).then_some(slot)
+    }
+
+    pub(crate) fn mark_write(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot)
+            && !c.queued_write
+        {
+            c.queued_write = true;
+            self.to_write.push(slot);
+        }
+    }
+
+    fn read_ready(&mut self) {
+        let slots = std::mem::take(&mut self.to_read);
+        for slot in slots {
+            self.read_conn(slot);
+        }
+    }
+
+    fn read_conn(&mut self, slot: usize) {
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let result = match self.conns.get_mut(slot) {
+            Some(c) => {
+                c.queued_read = false;
+                c.sock.read(&mut buf)
+            }
+            None => {
+                self.read_buf = buf;
+                return;
+            }
+        };
+        match result {
+            Ok(0) => self.remove(slot),
+            Ok(n) => {
+                ShardStats::add(&self.stats.bytes_in, n as u64);
+                if n == buf.len() {
+                    // There may be more; read again next iteration (fairness).
+                    self.requeue_read(slot);
+                }
+                let leftover = {
+                    let Some(c) = self.conns.get_mut(slot) else {
+                        self.read_buf = buf;
+                        return;
+                    };
+                    if c.inbuf.is_empty() {
+                        None
+                    } else {
+                        c.inbuf.extend_from_slice(&buf[..n]);
+                        Some(std::mem::take(&mut c.inbuf))
+                    }
+                };
+                match leftover {
+                    None => {
+                        let used = self.input(slot, &mut buf[..n]);
+                        self.keep_unparsed(slot, &buf[used..n]);
+                    }
+                    Some(mut data) => {
+                        let used = self.input(slot, &mut data);
+                        data.drain(..used);
+                        if let Some(c) = self.conns.get_mut(slot) {
+                            c.inbuf = data;
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.requeue_read(slot),
+            Err(_) => self.remove(slot),
+        }
+        self.read_buf = buf;
+    }
+
+    fn requeue_read(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot)
+            && !c.queued_read
+        {
+            c.queued_read = true;
+            self.to_read.push(slot);
+        }
+    }
+
+    fn keep_unparsed(&mut self, slot: usize, rest: &[u8]) {
+        if let Some(c) = self.conns.get_mut(slot)
+            && !rest.is_empty()
+        {
+            c.inbuf.extend_from_slice(rest);
+        }
+    }
+
+    /// Re-runs input parsing over bytes a connection has buffered (after an
+    /// API answer, pipelined requests may be waiting).
+    pub(crate) fn reparse(&mut self, slot: usize) {
+        let Some(c) = self.conns.get_mut(slot) else { return };
+        if c.inbuf.is_empty() {
+            return;
+        }
+        let mut data = std::mem::take(&mut c.inbuf);
+        let used = self.input(slot, &mut data);
+        data.drain(..used);
+        if let Some(c) = self.conns.get_mut(slot) {
+            c.inbuf = data;
+        }
+    }
+
+    /// Parses and handles as much of `data` as forms complete units; returns
+    /// the bytes used. The caller keeps the rest for the next read.
+    fn input(&mut self, slot: usize, data: &mut [u8]) -> usize {
+        let mut used = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(slot) else {
+                return data.len();
+            };
+            match &mut c.state {
+                State::Closing => return data.len(),
+                State::Http(h) => {
+                    if h.waiting {
+                        // Pipelined input waits for the current answer, within bounds.
+                        if data.len() - used > http::MAX_HEAD_BYTES + MAX_BODY_BYTES {
+                            self.remove(slot);
+                            return data.len();
+                        }
+                        return used;
+                    }
+                    match self.http_input(slot, &data[used..]) {
+                        Some(n) if n > 0 => used += n,
+                        _ => return used,
+                    }
+                }
+                State::Ws(_) => {
+                    used += self.ws_input(slot, &mut data[used..]);
+                    return used;
+                }
+            }
+        }
+    }
+
+    /// Handles one HTTP request if complete; returns the bytes it used (0 =
+    /// need more), None if the connection is gone.
+    fn http_input(&mut self, slot: usize, data: &[u8]) -> Option<usize> {
+        let head = match http::parse_head(data) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Some(0),
+            Err(e) => {
+                let status = match e {
+                    HeadError::TooLarge => 431,
+                    HeadError::Chunked => 411,
+                    HeadError::Malformed => 400,
+                };
+                self.respond(slot, &Response::error(status, "bad_request", &e.to_string()), false);
+                return None;
+            }
+        };
+        if head.ws_key.is_some() {
+            self.upgrade(slot, &head);
+            return Some(head.head_len);
+        }
+        if head.content_length > MAX_BODY_BYTES {
+            let msg = format!("request body larger than {MAX_BODY_BYTES} bytes");
+            self.respond(slot, &Response::error(413, "payload_too_large", &msg), false);
+            return None;
+        }
+        let total = head.head_len + head.content_length;
+        if data.len() < total {
+            return Some(0);
+        }
+        ShardStats::add(&self.stats.http_requests, 1);
+        let keep_alive = head.keep_alive;
+        if let Some(State::Http(h)) = self.conns.get_mut(slot).map(|c| &mut c.state) {
+            h.keep_alive = keep_alive;
+        }
+        let body = &data[head.head_len..total];
+        if let Some(resp) = self.api(slot, &head, body) {
+            self.respond(slot, &resp, keep_alive);
+        }
+        Some(total)
+    }
+
+    /// Queues an HTTP response; closes afterwards unless `keep_alive`.
+    pub(crate) fn respond(&mut self, slot: usize, resp: &Response, keep_alive: bool) {
+        let draining = self.draining.is_some();
+        let Some(c) = self.conns.get_mut(slot) else { return };
+        let keep_alive = keep_alive && !draining;
+        c.outbuf.extend_from_slice(&resp.encode(keep_alive));
+        c.deadline = Instant::now() + HTTP_TIMEOUT;
+        if let State::Http(h) = &mut c.state {
+            h.waiting = false;
+            h.close_after = !keep_alive;
+        }
+        self.mark_write(slot);
+    }
+
+    fn upgrade(&mut self, slot: usize, head: &http::RequestHead) {
+        if head.method != "GET" || head.path != "/ws" {
+            let resp = Response::error(404, "not_found", "the WebSocket endpoint is GET /ws");
+            self.respond(slot, &resp, false);
+            return;
+        }
+        if head.ws_version.as_deref() != Some("13") {
+            let resp = Response::error(426, "upgrade_required", "Sec-WebSocket-Version must be 13");
+            self.respond(slot, &resp, false);
+            return;
+        }
+        let now = Instant::now();
+        let shared = self.shared.clone();
+        let Some(c) = self.conns.get_mut(slot) else { return };
+        let Some(key) = head.ws_key.as_deref() else { return };
+        c.outbuf.extend_from_slice(&http::upgrade_response(key));
+        let mut session = ServerSession::new(shared.config.session.clone(), now);
+        let open = shared.ws_open.fetch_add(1, Relaxed) + 1;
+        if open > shared.config.max_connections {
+            session.close(ErrorCode::ConnectionLimit, "node connection limit reached");
+            self.stats.dropped(DropReason::ConnectionLimit);
+        }
+        c.state = State::Ws(Box::new(Ws::new(session)));
+        ShardStats::gauge(&self.stats.ws_sessions, 1);
+        self.mark_write(slot);
+    }
+
+    /// Handles the complete WebSocket frames at the start of `data`; returns
+    /// the bytes used.
+    fn ws_input(&mut self, slot: usize, data: &mut [u8]) -> usize {
+        let max = self.shared.config.session.limits.decode.max_frame_bytes;
+        let mut used = 0;
+        while used < data.len() {
+            let head = match ws::parse_head(&data[used..], max) {
+                Ok(Some(h)) if h.frame_len() <= data.len() - used => h,
+                Ok(_) => break,
+                Err(e) => {
+                    self.ws_violation(slot, &e);
+                    return data.len();
+                }
+            };
+            let payload = &mut data[used + head.header_len..used + head.frame_len()];
+            ws::unmask(payload, head.mask);
+            used += head.frame_len();
+            if !self.ws_frame(slot, head.fin, head.opcode, payload) {
+                return data.len();
+            }
+        }
+        used
+    }
+
+    /// One unmasked frame; false if the connection is closing.
+    fn ws_frame(&mut self, slot: usize, fin: bool, opcode: u8, payload: &[u8]) -> bool {
+        let max = self.shared.config.session.limits.decode.max_frame_bytes;
+        let Some(c) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let State::Ws(w) = &mut c.state else { return false };
+        match opcode {
+            ws::opcode::BINARY | ws::opcode::TEXT if w.fragment_opcode.is_none() => {
+                if fin {
+                    self.ws_message(slot, opcode, payload);
+                } else {
+                    w.fragment_opcode = Some(opcode);
+                    w.fragments = payload.to_vec();
+                }
+            }
+            ws::opcode::CONTINUATION if w.fragment_opcode.is_some() => {
+                if w.fragments.len() + payload.len() > max {
+                    let e = WsError::TooLarge {
+                        size: (w.fragments.len() + payload.len()) as u64,
+                        max,
+                    };
+                    self.ws_violation(slot, &e);
+                    return false;
+                }
+                w.fragments.extend_from_slice(payload);
+                if fin {
+                    let whole = std::mem::take(&mut w.fragments);
+                    let op = w.fragment_opcode.take().unwrap_or(ws::opcode::BINARY);
+                    self.ws_message(slot, op, &whole);
+                }
+            }
+            ws::opcode::PING => {
+                c.outbuf.extend_from_slice(&ws::server_frame(ws::opcode::PONG, payload));
+                self.mark_write(slot);
+            }
+            ws::opcode::PONG => {}
+            ws::opcode::CLOSE => {
+                // The client is leaving: answer its close and stop.
+                if !w.close_sent {
+                    w.close_sent = true;
+                    c.outbuf.extend_from_slice(&ws::close_frame(ws::close::NORMAL, ""));
+                }
+                self.start_closing(slot);
+                return false;
+            }
+            _ => {
+                self.ws_violation(slot, &WsError::Reserved);
+                return false;
+            }
+        }
+        self.conns.get(slot).is_some_and(|c| matches!(c.state, State::Ws(_)))
+    }
+
+    fn ws_message(&mut self, slot: usize, opcode: u8, payload: &[u8]) {
+        let now = Instant::now();
+        let Some(w) = self.conns.get_mut(slot).and_then(Conn::ws_mut) else {
+            return;
+        };
+        ShardStats::add(&self.stats.frames_in, 1);
+        if opcode == ws::opcode::TEXT {
+            let _ = w.session.handle_text();
+        } else if let Err(e) = w.session.handle_frame(now, bytes::Bytes::copy_from_slice(payload)) {
+            if e.code() == ErrorCode::RateLimited {
+                self.stats.dropped(DropReason::RateLimited);
+            } else if e.code().0 >= 200 {
+                self.stats.dropped(DropReason::BadFrame);
+            }
+            tracing::debug!(shard = self.id, slot, error = %e, "protocol error");
+        }
+        self.session_events(slot);
+    }
+
+    /// A WebSocket-level violation: say why in the session's error frame and
+    /// in the close frame.
+    fn ws_violation(&mut self, slot: usize, e: &WsError) {
+        self.stats.dropped(DropReason::BadFrame);
+        let code = match e {
+            WsError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+            _ => ErrorCode::ProtocolViolation,
+        };
+        if let Some(w) = self.conns.get_mut(slot).and_then(Conn::ws_mut) {
+            w.session.close(code, &e.to_string());
+        }
+        self.session_events(slot);
+        self.mark_write(slot);
+    }
+
+    fn write_ready(&mut self) {
+        // Writing can queue more (a closing session's events); loop until done.
+        while !self.to_write.is_empty() {
+            let slots = std::mem::take(&mut self.to_write);
+            for slot in slots {
+                self.write_conn(slot);
+            }
+        }
+    }
+
+    fn write_conn(&mut self, slot: usize) {
+        let Some(c) = self.conns.get_mut(slot) else { return };
+        c.queued_write = false;
+        if c.blocked {
+            return;
+        }
+        let session = match &mut c.state {
+            State::Ws(w) => Some(&mut w.session),
+            _ => None,
+        };
+        if !conn::flush(&mut c.sock, &mut c.outbuf, session, &mut c.blocked, &self.stats) {
+            self.remove(slot);
+            return;
+        }
+        if c.blocked {
+            return;
+        }
+        match &mut c.state {
+            State::Ws(w) => {
+                if let Some((code, reason)) = w.session.close_reason()
+                    && !w.close_sent
+                {
+                    w.close_sent = true;
+                    let frame = ws::close_frame(crate::close_code(code), reason);
+                    count_close(&self.stats, code);
+                    c.outbuf.extend_from_slice(&frame);
+                    self.start_closing(slot);
+                    self.mark_write(slot);
+                }
+            }
+            State::Http(h) => {
+                if h.close_after {
+                    self.start_closing(slot);
+                }
+            }
+            State::Closing => {
+                if c.outbuf.is_empty() {
+                    let _ = c.sock.shutdown(Shutdown::Write);
+                }
+            }
+        }
+    }
+
+    /// Stops output after what is queued and waits briefly for the peer.
+    fn start_closing(&mut self, slot: usize) {
+        let was_ws = matches!(self.conns.get(slot).map(|c| &c.state), Some(State::Ws(_)));
+        if was_ws {
+            self.leave_all(slot);
+        }
+        let Some(c) = self.conns.get_mut(slot) else { return };
+        if was_ws {
+            self.shared.ws_open.fetch_sub(1, Relaxed);
+            ShardStats::gauge(&self.stats.ws_sessions, -1);
+        }
+        c.state = State::Closing;
+        c.deadline = Instant::now() + CLOSE_LINGER;
+        if c.outbuf.is_empty() {
+            let _ = c.sock.shutdown(Shutdown::Write);
+        }
+        self.mark_write(slot);
+    }
+
+    /// Forgets a connection at once.
+    pub(crate) fn remove(&mut self, slot: usize) {
+        if !self.conns.contains(slot) {
+            return;
+        }
+        if matches!(self.conns.get(slot).map(|c| &c.state), Some(State::Ws(_))) {
+            self.leave_all(slot);
+            self.shared.ws_open.fetch_sub(1, Relaxed);
+            ShardStats::gauge(&self.stats.ws_sessions, -1);
+        }
+        let key = self.key(slot);
+        let mut c = self.conns.remove(slot);
+        let _ = self.poll.registry().deregister(&mut c.sock);
+        if let Some(key) = key {
+            self.gathers.remove(&key);
+        }
+        ShardStats::gauge(&self.stats.connections, -1);
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if self.accept_paused && self.draining.is_none() {
+            self.accept_paused = false;
+            self.accept();
+        }
+        let now_secs = crate::unix_secs();
+        let mut expired = Vec::new();
+        let mut timed_out = Vec::new();
+        for (slot, c) in self.conns.iter_mut() {
+            match &mut c.state {
+                State::Ws(w) => {
+                    if let Some(exp) = w.identity.as_ref().and_then(|i| i.expires_at)
+                        && exp <= now_secs
+                    {
+                        w.session.close(ErrorCode::TokenExpired, "token expired");
+                        timed_out.push(slot);
+                    } else if w.session.poll_timeout().is_some_and(|t| t <= now) {
+                        w.session.handle_timeout(now);
+                        timed_out.push(slot);
+                    }
+                }
+                State::Http(h) => {
+                    if !h.waiting && c.deadline <= now {
+                        expired.push(slot);
+                    }
+                }
+                State::Closing => {
+                    if c.deadline <= now {
+                        expired.push(slot);
+                    }
+                }
+            }
+        }
+        for slot in timed_out {
+            self.session_events(slot);
+            self.mark_write(slot);
+        }
+        for slot in expired {
+            self.remove(slot);
+        }
+    }
+
+    /// Stop accepting and tell every client to go away.
+    pub(crate) fn begin_drain(&mut self) {
+        if self.draining.is_some() {
+            return;
+        }
+        let grace = self.shared.config.shutdown_grace;
+        let reconnect_after = self.shared.config.reconnect_after;
+        self.draining = Some(Instant::now() + grace);
+        self.shared.accepting.store(false, Relaxed);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        tracing::info!(
+            shard = self.id,
+            connections = self.conns.len(),
+            "draining: sending GoAway"
+        );
+        let slots: Vec<usize> = self.conns.iter().map(|(s, _)| s).collect();
+        for slot in slots {
+            let Some(c) = self.conns.get_mut(slot) else { continue };
+            match &mut c.state {
+                State::Ws(w) => {
+                    w.session
+                        .go_away(ErrorCode::ServerShutdown, "node shutting down", reconnect_after);
+                    self.session_events(slot);
+                    self.mark_write(slot);
+                }
+                State::Http(Http { waiting: false, .. }) if c.outbuf.is_empty() => self.remove(slot),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn count_close(stats: &ShardStats, code: ErrorCode) {
+    match code {
+        ErrorCode::SlowConsumer => stats.dropped(DropReason::SlowConsumer),
+        ErrorCode::IdleTimeout | ErrorCode::HandshakeTimeout => stats.dropped(DropReason::Timeout),
+        _ => {}
+    }
+}
