@@ -28,6 +28,14 @@ pub(crate) struct Gather {
     remaining: usize,
     rooms: Vec<RoomInfo>,
     count: u64,
+    kind: GatherKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GatherKind {
+    Rooms,
+    Disconnect,
+    Notify,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,14 +112,7 @@ impl Shard {
             ("POST", "/api/publish") => self.api_publish(origin, body),
             ("POST", "/api/notify") => self.api_notify(origin, body),
             ("GET", "/api/rooms") => {
-                self.gathers.insert(
-                    key,
-                    Gather {
-                        remaining: self.mesh.shards(),
-                        rooms: Vec::new(),
-                        count: 0,
-                    },
-                );
+                self.gather(key, GatherKind::Rooms);
                 for shard in 0..self.mesh.shards() {
                     self.mesh.send(shard, ShardMsg::ListRooms { origin });
                 }
@@ -146,14 +147,7 @@ impl Shard {
                 if user.is_empty() {
                     Err(Response::error(400, "bad_request", "missing user id"))
                 } else {
-                    self.gathers.insert(
-                        key,
-                        Gather {
-                            remaining: self.mesh.shards(),
-                            rooms: Vec::new(),
-                            count: 0,
-                        },
-                    );
+                    self.gather(key, GatherKind::Disconnect);
                     for shard in 0..self.mesh.shards() {
                         let user = user.clone();
                         self.mesh.send(shard, ShardMsg::DisconnectUser { origin, user });
@@ -177,6 +171,16 @@ impl Shard {
             }
             Err(r) => Some(r),
         }
+    }
+
+    fn gather(&mut self, key: ConnKey, kind: GatherKind) {
+        let g = Gather {
+            remaining: self.mesh.shards(),
+            rooms: Vec::new(),
+            count: 0,
+            kind,
+        };
+        self.gathers.insert(key, g);
     }
 
     fn api_key_ok(&self, head: &RequestHead) -> bool {
@@ -271,9 +275,15 @@ impl Shard {
         n.data = data;
         n.created_ms = now;
         let frame = with_encoder(|e| e.body(0, BodyT::Notification(Box::new(n))));
-        let room: Arc<str> = Arc::from(room);
-        let owner = shard_of(&room, self.mesh.shards());
-        self.mesh.send(owner, ShardMsg::Notify { origin, room, frame });
+        let Origin::Http { conn, .. } = origin else {
+            return Ok(());
+        };
+        self.gather(conn, GatherKind::Notify);
+        let user: Arc<str> = Arc::from(req.user);
+        for shard in 0..self.mesh.shards() {
+            let (user, frame) = (user.clone(), frame.clone());
+            self.mesh.send(shard, ShardMsg::NotifyUser { origin, user, frame });
+        }
         Ok(())
     }
 
@@ -299,11 +309,6 @@ impl Shard {
             Ok(p) => Response::json(200, &json!({"epoch": p.epoch, "offset": p.offset})),
             Err(refusal) => refusal_response(refusal),
         };
-        self.finish(conn, &resp);
-    }
-
-    pub(crate) fn api_notified(&mut self, conn: ConnKey, room: &str, online: u64) {
-        let resp = Response::json(200, &json!({"room": room, "online_connections": online}));
         self.finish(conn, &resp);
     }
 
@@ -379,7 +384,7 @@ impl Shard {
         self.finish(conn, &Response::json(200, &json!({"rooms": rooms})));
     }
 
-    pub(crate) fn api_disconnected(&mut self, origin: Origin, count: u64) {
+    pub(crate) fn api_counted(&mut self, origin: Origin, count: u64) {
         let Origin::Http { conn, .. } = origin else { return };
         let Some(g) = self.gathers.get_mut(&conn) else { return };
         g.count += count;
@@ -388,7 +393,11 @@ impl Shard {
             return;
         }
         let Some(g) = self.gathers.remove(&conn) else { return };
-        self.finish(conn, &Response::json(200, &json!({"disconnected": g.count})));
+        let body = match g.kind {
+            GatherKind::Notify => json!({"online_connections": g.count}),
+            GatherKind::Disconnect | GatherKind::Rooms => json!({"disconnected": g.count}),
+        };
+        self.finish(conn, &Response::json(200, &body));
     }
 }
 

@@ -73,6 +73,9 @@ pub(crate) struct Ws {
     pub(crate) fragment_opcode: Option<u8>,
     /// The close frame has been queued.
     pub(crate) close_sent: bool,
+    /// Closed while its socket was full: dropped at this time unless the
+    /// peer reads by then.
+    pub(crate) stuck_until: Option<Instant>,
 }
 
 impl Ws {
@@ -85,6 +88,7 @@ impl Ws {
             fragments: Vec::new(),
             fragment_opcode: None,
             close_sent: false,
+            stuck_until: None,
         }
     }
 }

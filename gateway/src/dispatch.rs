@@ -149,27 +149,9 @@ impl Shard {
         w.session.accept(std::time::Instant::now(), &accept);
         w.user = Some(user.clone());
         w.identity = Some(identity);
-        // Every connection of user U is in `user:U` (notifications go there).
-        let own: Arc<str> = Arc::from(format!("user:{user}"));
-        if herald_protocol::valid_room_name(&own, max_name) {
-            w.joined.push(own.clone());
-            let owner = self.owner(&own);
-            self.mesh.send(
-                owner,
-                ShardMsg::Join {
-                    origin: Origin::Member {
-                        shard: self.id,
-                        conn: key,
-                    },
-                    room: own,
-                    user,
-                    history: 0,
-                    recover: None,
-                    presence: false,
-                    rejoin: false,
-                },
-            );
-        }
+        // Every connection of user U is in `user:U` without joining it.
+        let users = self.user_conns.entry(user).or_default();
+        users.push(key.slot);
         for r in resume {
             let recover = (r.position.epoch != 0).then_some(r.position);
             if !herald_protocol::valid_room_name(&r.room, max_name) {
@@ -376,11 +358,9 @@ impl Shard {
             ShardMsg::ListRooms { origin } => self.owner_list(origin),
             ShardMsg::DisconnectUser { origin, user } => self.disconnect_user(origin, &user),
             ShardMsg::Shutdown => self.begin_drain(),
-            ShardMsg::Notify { origin, room, frame } => self.owner_notify(origin, room, frame),
-            ShardMsg::Notified { origin, room, online } => {
-                if let Origin::Http { conn, .. } = origin {
-                    self.api_notified(conn, &room, online);
-                }
+            ShardMsg::NotifyUser { origin, user, frame } => {
+                let count = self.deliver_to_user(&user, &frame, None);
+                self.mesh.send(origin.shard(), ShardMsg::Counted { origin, count });
             }
             ShardMsg::JoinResult {
                 origin,
@@ -401,7 +381,6 @@ impl Shard {
                     self.mark_write(slot);
                 }
                 Origin::Http { conn, .. } => self.api_published(conn, result),
-                Origin::Member { .. } => {}
             },
             ShardMsg::Deliver {
                 room,
@@ -412,51 +391,38 @@ impl Shard {
             ShardMsg::Answer { origin, room, answer } => match origin {
                 Origin::Ws { conn, request_id, .. } => self.answer_ws(conn, request_id, &room, answer),
                 Origin::Http { conn, .. } => self.api_answer(conn, &room, answer),
-                Origin::Member { .. } => {}
             },
             ShardMsg::Rooms { origin, rooms } => self.api_rooms(origin, rooms),
-            ShardMsg::Disconnected { origin, count } => self.api_disconnected(origin, count),
+            ShardMsg::Counted { origin, count } => self.api_counted(origin, count),
         }
     }
 
     fn join_result(&mut self, origin: Origin, room: Arc<str>, presence: bool, result: Result<Joined, Refusal>) {
-        let (conn, request_id) = match origin {
-            Origin::Ws { conn, request_id, .. } => (conn, Some(request_id)),
-            Origin::Member { conn, .. } => (conn, None),
-            Origin::Http { .. } => return,
+        let Origin::Ws { conn, request_id, .. } = origin else {
+            return;
         };
         // A connection that closed meanwhile already sent its Leave.
         let Some(slot) = self.slot_of(conn) else { return };
         let Some(w) = self.conns.get_mut(slot).and_then(Conn::ws_mut) else {
             return;
         };
+        // Unsubscribed while the join was in flight: the Leave already went
+        // to the owner after the Join, so only forget the answer.
+        if !w.joined.contains(&room) {
+            return;
+        }
         let joined = match result {
             Ok(j) => j,
             Err(refusal) => {
                 if let Some(i) = w.joined.iter().position(|r| *r == room) {
                     w.joined.swap_remove(i);
                 }
-                if let Some(request_id) = request_id {
-                    fail_join(w, request_id, &room, refusal);
-                }
+                fail_join(w, request_id, &room, refusal);
                 self.mark_write(slot);
                 return;
             }
         };
         let generation = conn.generation;
-        let Some(request_id) = request_id else {
-            // A server-made membership: no answer to the client.
-            if self
-                .local
-                .entry(room)
-                .or_default()
-                .insert(slot as u32, LocalMember { generation, presence })
-                .is_none()
-            {
-                ShardStats::gauge(&self.stats.subscriptions, 1);
-            }
-            return;
-        };
         let refs: Vec<MessageRef<'_>> = joined.history.iter().map(|m| m.as_ref(&room, joined.epoch)).collect();
         let users: Vec<&str> = joined
             .presence
@@ -489,6 +455,23 @@ impl Shard {
 
     /// Queues one encoded frame to this shard's members of `room`.
     fn deliver(&mut self, room: &str, frame: &Bytes, audience: Audience, published: std::time::Instant) {
+        if let (Some(user), Audience::Members { volatile }) = (room.strip_prefix("user:"), audience) {
+            let mut delivered = self.deliver_to_user(user, frame, Some(volatile));
+            // Others who joined user:U explicitly (admins) get it too.
+            let user_slots = self.user_conns.get(user).cloned().unwrap_or_default();
+            let others: Vec<(u32, u32)> = self.local.get(room).map_or_else(Vec::new, |m| {
+                m.iter()
+                    .filter(|(slot, _)| !user_slots.contains(slot))
+                    .map(|(slot, m)| (*slot, m.generation))
+                    .collect()
+            });
+            for (slot, generation) in others {
+                delivered += u64::from(self.send_to(slot, generation, frame, volatile));
+            }
+            ShardStats::add(&self.stats.deliveries, delivered);
+            self.stats.fanout_latency(published.elapsed());
+            return;
+        }
         let Some(members) = self.local.get(room) else { return };
         let me = self.id;
         let volatile = !matches!(audience, Audience::Members { volatile: false });
@@ -526,6 +509,43 @@ impl Shard {
             ShardStats::add(&self.stats.deliveries, delivered);
             self.stats.fanout_latency(published.elapsed());
         }
+    }
+
+    /// Queues a frame to every connection of `user` on this shard; returns
+    /// how many took it. `volatile` None: a notification (never dropped first).
+    fn deliver_to_user(&mut self, user: &str, frame: &Bytes, volatile: Option<bool>) -> u64 {
+        let Some(slots) = self.user_conns.get(user).cloned() else {
+            return 0;
+        };
+        let mut n = 0;
+        for slot in slots {
+            let Some(generation) = self.conns.get(slot as usize).map(|c| c.generation) else {
+                continue;
+            };
+            n += u64::from(self.send_to(slot, generation, frame, volatile.unwrap_or(false)));
+        }
+        n
+    }
+
+    /// Queues a frame to one connection; true if queued.
+    fn send_to(&mut self, slot: u32, generation: u32, frame: &Bytes, volatile: bool) -> bool {
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return false;
+        };
+        if c.generation != generation {
+            return false;
+        }
+        let State::Ws(w) = &mut c.state else { return false };
+        let queued = match w.session.send(frame.clone(), volatile) {
+            SendOutcome::Queued => true,
+            SendOutcome::DroppedVolatile => {
+                self.stats.dropped(DropReason::Volatile);
+                return false;
+            }
+            SendOutcome::SlowConsumer | SendOutcome::Closed => false,
+        };
+        self.mark_write(slot as usize);
+        queued
     }
 
     fn answer_ws(&mut self, conn: ConnKey, request_id: u32, room: &str, answer: Answer) {
@@ -594,7 +614,7 @@ impl Shard {
         }
         self.mesh.send(
             origin.shard(),
-            ShardMsg::Disconnected {
+            ShardMsg::Counted {
                 origin,
                 count: slots.len() as u64,
             },

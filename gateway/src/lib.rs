@@ -140,6 +140,7 @@ impl NodeHandle {
             stats: stats.clone(),
         };
         let shared = Arc::new(Shared {
+            session: Arc::new(config.session.clone()),
             config,
             verifier,
             stats,

@@ -37,15 +37,12 @@ pub(crate) enum Origin {
     },
     /// A server API request on an HTTP connection.
     Http { shard: usize, conn: ConnKey },
-    /// A membership the server makes on its own (every connection of user U
-    /// is in `user:U`): nothing is answered to the client.
-    Member { shard: usize, conn: ConnKey },
 }
 
 impl Origin {
     pub(crate) fn shard(&self) -> usize {
         match *self {
-            Origin::Ws { shard, .. } | Origin::Http { shard, .. } | Origin::Member { shard, .. } => shard,
+            Origin::Ws { shard, .. } | Origin::Http { shard, .. } => shard,
         }
     }
 }
@@ -182,20 +179,14 @@ pub(crate) enum ShardMsg {
     Rooms { origin: Origin, rooms: Vec<RoomInfo> },
     /// To every shard: close the connections of a user.
     DisconnectUser { origin: Origin, user: Arc<str> },
-    /// To the asking shard: how many were closed.
-    Disconnected { origin: Origin, count: u64 },
-    /// To the owner of `user:U`: deliver a notification to U's connections.
-    Notify {
+    /// To every shard: send a notification frame to a user's connections.
+    NotifyUser {
         origin: Origin,
-        room: Arc<str>,
+        user: Arc<str>,
         frame: Bytes,
     },
-    /// To the asking shard: connections of the user that were sent it.
-    Notified {
-        origin: Origin,
-        room: Arc<str>,
-        online: u64,
-    },
+    /// To the asking shard: connections closed or notified on one shard.
+    Counted { origin: Origin, count: u64 },
     /// Stop accepting, send GoAway, drain.
     Shutdown,
 }

@@ -45,10 +45,16 @@ impl Shard {
         self.owned.get_mut(name)
     }
 
-    /// Sends one frame to every shard with members in the room.
+    /// Sends one frame to every shard with members in the room. Messages to
+    /// `user:U` go to every shard: each connection of U is a member there
+    /// without joining (see `Shard::user_conns`).
     fn broadcast(&mut self, name: &Arc<str>, frame: Bytes, audience: Audience, published: Instant) {
         let Some(room) = self.owned.get(name) else { return };
-        let shards: Vec<usize> = room.interested_shards().collect();
+        let shards: Vec<usize> = if is_user_room(name) && matches!(audience, Audience::Members { .. }) {
+            (0..self.mesh.shards()).collect()
+        } else {
+            room.interested_shards().collect()
+        };
         for shard in shards {
             self.mesh.send(
                 shard,
@@ -129,7 +135,7 @@ impl Shard {
                 )
             });
             let except = match origin {
-                Origin::Ws { shard, conn, .. } | Origin::Member { shard, conn } => Some((shard, conn)),
+                Origin::Ws { shard, conn, .. } => Some((shard, conn)),
                 Origin::Http { .. } => None,
             };
             self.broadcast(&name, frame, Audience::Presence { except }, Instant::now());
@@ -316,21 +322,6 @@ impl Shard {
         );
     }
 
-    pub(crate) fn owner_notify(&mut self, origin: Origin, name: Arc<str>, frame: Bytes) {
-        let online = self.owned.get(&name).map_or(0, Room::subscribers);
-        if online > 0 {
-            self.broadcast(&name, frame, Audience::Members { volatile: false }, Instant::now());
-        }
-        self.mesh.send(
-            origin.shard(),
-            ShardMsg::Notified {
-                origin,
-                room: name,
-                online,
-            },
-        );
-    }
-
     pub(crate) fn owner_list(&mut self, origin: Origin) {
         let rooms = self
             .owned
@@ -345,6 +336,11 @@ impl Shard {
             .collect();
         self.mesh.send(origin.shard(), ShardMsg::Rooms { origin, rooms });
     }
+}
+
+/// `user:U` rooms reach every connection of U.
+pub(crate) fn is_user_room(name: &str) -> bool {
+    name.starts_with("user:")
 }
 
 /// The longest run of `messages` (from the newest end if `keep_newest`, else

@@ -39,6 +39,9 @@ const READ_BUF: usize = 64 * 1024;
 pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Time an HTTP request (or the WebSocket upgrade) has to arrive.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a closed session whose socket is full gets to read what is queued
+/// (ending with the error and close frames) before it is dropped.
+const STUCK_GRACE: Duration = Duration::from_secs(5);
 /// Time a closing connection gets to acknowledge our close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Messages from other shards handled per iteration before sockets get a turn.
@@ -48,6 +51,8 @@ const INBOX_BATCH: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: NodeConfig,
+    /// The session settings every connection shares.
+    pub(crate) session: Arc<herald_protocol::ServerConfig>,
     pub(crate) verifier: Verifier,
     pub(crate) stats: Vec<Arc<ShardStats>>,
     pub(crate) accepting: AtomicBool,
@@ -75,6 +80,9 @@ pub(crate) struct Shard {
     pub(crate) local: HashMap<Arc<str>, HashMap<u32, LocalMember>>,
     /// Rooms this shard owns.
     pub(crate) owned: HashMap<Arc<str>, Room>,
+    /// This shard's connections by user: the members of `user:U` (every
+    /// connection of U is, without joining) and the targets of notifications.
+    pub(crate) user_conns: HashMap<Arc<str>, Vec<u32>>,
     pub(crate) epoch_base: u64,
     /// Server API requests waiting for every shard's answer.
     pub(crate) gathers: HashMap<ConnKey, crate::api::Gather>,
@@ -107,6 +115,7 @@ impl Shard {
             mesh,
             local: HashMap::new(),
             owned: HashMap::new(),
+            user_conns: HashMap::new(),
             // Epochs must differ across restarts of this in-memory node (and
             // between shards), so a client resuming after a restart is told
             // recovered = false.
@@ -452,7 +461,7 @@ impl Shard {
         let Some(c) = self.conns.get_mut(slot) else { return };
         let Some(key) = head.ws_key.as_deref() else { return };
         c.outbuf.extend_from_slice(&http::upgrade_response(key));
-        let mut session = ServerSession::new(shared.config.session.clone(), now);
+        let mut session = ServerSession::new(shared.session.clone(), now);
         let open = shared.ws_open.fetch_add(1, Relaxed) + 1;
         if open > shared.config.max_connections {
             session.close(ErrorCode::ConnectionLimit, "node connection limit reached");
@@ -609,7 +618,9 @@ impl Shard {
                 {
                     w.close_sent = true;
                     let frame = ws::close_frame(crate::close_code(code), reason);
-                    count_close(&self.stats, code);
+                    if w.stuck_until.is_none() {
+                        count_close(&self.stats, code);
+                    }
                     c.outbuf.extend_from_slice(&frame);
                     self.start_closing(slot);
                     self.mark_write(slot);
@@ -674,17 +685,40 @@ impl Shard {
         let now_secs = crate::unix_secs();
         let mut expired = Vec::new();
         let mut timed_out = Vec::new();
+        let mut stuck = Vec::new();
         for (slot, c) in self.conns.iter_mut() {
             match &mut c.state {
+                // Closed (e.g. as a slow consumer) but its socket is full: the
+                // error and close frames wait behind what the peer has not
+                // read. Leave its rooms now; give it STUCK_GRACE to read
+                // them, then drop the connection.
+                State::Ws(w) if c.blocked && w.session.close_reason().is_some() && !w.close_sent => {
+                    match w.stuck_until {
+                        None => {
+                            w.stuck_until = Some(now + STUCK_GRACE);
+                            stuck.push(slot);
+                        }
+                        Some(t) if t <= now => expired.push(slot),
+                        Some(_) => {}
+                    }
+                }
                 State::Ws(w) => {
+                    // The same leeway as at Connect, so clock skew between
+                    // the issuer and the node does not cut sessions short.
                     if let Some(exp) = w.identity.as_ref().and_then(|i| i.expires_at)
-                        && exp <= now_secs
+                        && exp.saturating_add(crate::auth::LEEWAY_SECS) <= now_secs
                     {
                         w.session.close(ErrorCode::TokenExpired, "token expired");
                         timed_out.push(slot);
                     } else if w.session.poll_timeout().is_some_and(|t| t <= now) {
                         w.session.handle_timeout(now);
                         timed_out.push(slot);
+                    } else if !c.queued_write && c.outbuf.is_empty() {
+                        // Quiet since the last tick: hand back burst capacity.
+                        w.session.release_idle_memory();
+                        if w.fragments.is_empty() && w.fragments.capacity() > 0 {
+                            w.fragments = Vec::new();
+                        }
                     }
                 }
                 State::Http(h) => {
@@ -702,6 +736,17 @@ impl Shard {
         for slot in timed_out {
             self.session_events(slot);
             self.mark_write(slot);
+        }
+        for slot in stuck {
+            if let Some((code, _)) = self
+                .conns
+                .get_mut(slot)
+                .and_then(Conn::ws_mut)
+                .and_then(|w| w.session.close_reason())
+            {
+                count_close(&self.stats, code);
+            }
+            self.leave_all(slot);
         }
         for slot in expired {
             self.remove(slot);

@@ -11,6 +11,7 @@
 //! ...). The session never reads a clock or touches a socket.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -182,7 +183,9 @@ struct Outbound {
 /// Server side of one connection.
 #[derive(Debug)]
 pub struct ServerSession {
-    config: ServerConfig,
+    /// Shared by every session of a node (an idle connection should not pay
+    /// for its own copy).
+    config: Arc<ServerConfig>,
     state: State,
     handshake_deadline: Instant,
     last_received: Instant,
@@ -201,7 +204,8 @@ pub struct ServerSession {
 
 impl ServerSession {
     /// A session for a connection that was just accepted by the transport.
-    pub fn new(config: ServerConfig, now: Instant) -> Self {
+    pub fn new(config: impl Into<Arc<ServerConfig>>, now: Instant) -> Self {
+        let config = config.into();
         let l = config.limits;
         Self {
             handshake_deadline: now + config.handshake_timeout,
@@ -650,6 +654,21 @@ impl ServerSession {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         self.events.pop_front()
+    }
+
+    /// Returns the memory of queues that are empty (a burst leaves them with
+    /// capacity). Call it for connections that went quiet: an idle session
+    /// then holds no heap memory beyond its room names.
+    pub fn release_idle_memory(&mut self) {
+        if self.outbound.is_empty() && self.outbound.capacity() > 0 {
+            self.outbound = VecDeque::new();
+        }
+        if self.events.is_empty() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        if self.pending_subscribes.is_empty() && self.pending_subscribes.capacity() > 0 {
+            self.pending_subscribes = HashMap::new();
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
