@@ -70,9 +70,9 @@ const MAX_SHORT_FIELD: usize = 256;
 
 impl Shard {
     /// Answers an HTTP request now, or returns None when other shards will.
-    pub(crate) fn api(&mut self, slot: usize, head: &RequestHead, body: &[u8]) -> Option<Response> {
-        let path = head.path.as_str();
-        let method = head.method.as_str();
+    pub(crate) fn api(&mut self, slot: usize, head: &RequestHead<'_>, body: &[u8]) -> Option<Response> {
+        let path = head.path;
+        let method = head.method;
         match (method, path) {
             ("GET", "/health") => return Some(Response::json(200, &json!({"status": "ok"}))),
             ("GET", "/ready") => {
@@ -183,7 +183,7 @@ impl Shard {
         self.gathers.insert(key, g);
     }
 
-    fn api_key_ok(&self, head: &RequestHead) -> bool {
+    fn api_key_ok(&self, head: &RequestHead<'_>) -> bool {
         let expected = self.shared.config.api_key.as_bytes();
         let Some(given) = head.bearer() else { return false };
         // Constant time in the key's content.

@@ -57,6 +57,7 @@
 //! command; its `rooms` go into both `subscribe` and `publish`.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
@@ -329,8 +330,17 @@ impl Identity {
 /// A list of room patterns: exact names, or prefixes ending in `*` (`*`
 /// alone matches every room). Validated on construction: at most
 /// [`MAX_PATTERNS`] patterns of at most [`MAX_PATTERN_BYTES`] bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoomPatterns(Box<[Box<str>]>);
+///
+/// Shared (`Arc`): `all()` and `none()` cost an idle connection no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPatterns(Arc<[Box<str>]>);
+
+impl Default for RoomPatterns {
+    fn default() -> Self {
+        static NONE: OnceLock<Arc<[Box<str>]>> = OnceLock::new();
+        Self(NONE.get_or_init(|| Arc::from(Vec::new())).clone())
+    }
+}
 
 impl RoomPatterns {
     /// Matches no room.
@@ -340,7 +350,8 @@ impl RoomPatterns {
 
     /// Matches every room (`*`).
     pub fn all() -> Self {
-        Self(Box::new(["*".into()]))
+        static ALL: OnceLock<Arc<[Box<str>]>> = OnceLock::new();
+        Self(ALL.get_or_init(|| Arc::from(vec![Box::<str>::from("*")])).clone())
     }
 
     /// Whether any pattern matches `room`.
@@ -378,8 +389,8 @@ impl RoomPatterns {
                     Err("invalid room pattern")
                 }
             })
-            .collect::<Result<_, _>>()
-            .map(Self)
+            .collect::<Result<Vec<Box<str>>, _>>()
+            .map(|v| Self(Arc::from(v)))
     }
 }
 

@@ -9,21 +9,22 @@ pub(crate) const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most headers we parse.
 const MAX_HEADERS: usize = 32;
 
-/// A request head with what the gateway needs from it.
+/// A request head with what the gateway needs from it, borrowed from the
+/// received bytes (no allocation per request or upgrade).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RequestHead {
-    pub(crate) method: String,
+pub(crate) struct RequestHead<'a> {
+    pub(crate) method: &'a str,
     /// Path without the query string.
-    pub(crate) path: String,
-    pub(crate) query: String,
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
     pub(crate) head_len: usize,
     pub(crate) content_length: usize,
     pub(crate) keep_alive: bool,
-    pub(crate) authorization: Option<String>,
+    pub(crate) authorization: Option<&'a str>,
     /// `Sec-WebSocket-Key` of an upgrade request.
-    pub(crate) ws_key: Option<String>,
+    pub(crate) ws_key: Option<&'a str>,
     /// `Sec-WebSocket-Version` of an upgrade request.
-    pub(crate) ws_version: Option<String>,
+    pub(crate) ws_version: Option<&'a str>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub(crate) enum HeadError {
 }
 
 /// Parses a request head; `Ok(None)` means more bytes are needed.
-pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -55,9 +56,9 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut head = RequestHead {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        query: query.to_owned(),
+        method,
+        path,
+        query,
         head_len,
         content_length: 0,
         keep_alive: req.version == Some(1),
@@ -83,11 +84,11 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade = value.eq_ignore_ascii_case("websocket");
         } else if name.eq_ignore_ascii_case("authorization") {
-            head.authorization = Some(value.to_owned());
+            head.authorization = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            head.ws_key = Some(value.to_owned());
+            head.ws_key = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            head.ws_version = Some(value.to_owned());
+            head.ws_version = Some(value);
         }
     }
     if !upgrade {
@@ -96,10 +97,10 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     Ok(Some(head))
 }
 
-impl RequestHead {
+impl<'a> RequestHead<'a> {
     /// The value of query parameter `name`, if present (no percent-decoding:
     /// our parameters are numbers).
-    pub(crate) fn query_param(&self, name: &str) -> Option<&str> {
+    pub(crate) fn query_param(&self, name: &str) -> Option<&'a str> {
         self.query
             .split('&')
             .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
@@ -108,21 +109,20 @@ impl RequestHead {
     }
 
     /// The bearer token of the `Authorization` header.
-    pub(crate) fn bearer(&self) -> Option<&str> {
-        let v = self.authorization.as_deref()?;
+    pub(crate) fn bearer(&self) -> Option<&'a str> {
+        let v = self.authorization?;
         let (scheme, token) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
     }
 }
 
-/// The `101 Switching Protocols` answer to a WebSocket upgrade.
-pub(crate) fn upgrade_response(ws_key: &str) -> Vec<u8> {
+/// Appends the `101 Switching Protocols` answer to a WebSocket upgrade.
+pub(crate) fn write_upgrade_response(out: &mut Vec<u8>, ws_key: &str) {
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-    .into_bytes()
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    out.extend_from_slice(b"Sec-WebSocket-Accept: ");
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// A complete response.
@@ -207,9 +207,11 @@ mod tests {
         assert_eq!(head.path, "/ws");
         assert_eq!(head.query_param("x"), Some("1"));
         assert_eq!(head.head_len, req.len() - 4);
-        assert_eq!(head.ws_key.as_deref(), Some("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert_eq!(head.ws_key, Some("dGhlIHNhbXBsZSBub25jZQ=="));
         // The RFC's own example key and answer.
-        let resp = String::from_utf8(upgrade_response("dGhlIHNhbXBsZSBub25jZQ==")).unwrap();
+        let mut out = Vec::new();
+        write_upgrade_response(&mut out, "dGhlIHNhbXBsZSBub25jZQ==");
+        let resp = String::from_utf8(out).unwrap();
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     }
 

@@ -9,6 +9,8 @@
 
 mod api;
 pub mod auth;
+#[doc(hidden)]
+pub mod bench_support;
 mod config;
 mod conn;
 mod dispatch;

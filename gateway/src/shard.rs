@@ -445,13 +445,13 @@ impl Shard {
         self.mark_write(slot);
     }
 
-    fn upgrade(&mut self, slot: usize, head: &http::RequestHead) {
+    fn upgrade(&mut self, slot: usize, head: &http::RequestHead<'_>) {
         if head.method != "GET" || head.path != "/ws" {
             let resp = Response::error(404, "not_found", "the WebSocket endpoint is GET /ws");
             self.respond(slot, &resp, false);
             return;
         }
-        if head.ws_version.as_deref() != Some("13") {
+        if head.ws_version != Some("13") {
             let resp = Response::error(426, "upgrade_required", "Sec-WebSocket-Version must be 13");
             self.respond(slot, &resp, false);
             return;
@@ -459,8 +459,8 @@ impl Shard {
         let now = Instant::now();
         let shared = self.shared.clone();
         let Some(c) = self.conns.get_mut(slot) else { return };
-        let Some(key) = head.ws_key.as_deref() else { return };
-        c.outbuf.extend_from_slice(&http::upgrade_response(key));
+        let Some(key) = head.ws_key else { return };
+        http::write_upgrade_response(&mut c.outbuf, key);
         let mut session = ServerSession::new(shared.session.clone(), now);
         let open = shared.ws_open.fetch_add(1, Relaxed) + 1;
         if open > shared.config.max_connections {

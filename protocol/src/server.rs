@@ -10,7 +10,7 @@
 //! application answers events with commands (`accept`, `subscribed`, `ack`,
 //! ...). The session never reads a clock or touches a socket.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -191,15 +191,17 @@ pub struct ServerSession {
     last_received: Instant,
     next_ping: Instant,
     ping_nonce: u64,
-    rooms: HashSet<Box<str>>,
-    pending_subscribes: HashMap<u32, Box<str>>,
+    // Small vectors, not hash sets: a connection has a few rooms (at most
+    // `max_rooms`), and an idle one should not pay for hash tables.
+    rooms: Vec<Box<str>>,
+    pending_subscribes: Vec<(u32, Box<str>)>,
     connect_request_id: u32,
     publish_bucket: TokenBucket,
     typing_bucket: TokenBucket,
     outbound: VecDeque<Outbound>,
     outbound_bytes: usize,
     events: VecDeque<ServerEvent>,
-    close: Option<(ErrorCode, String)>,
+    close: Option<Box<(ErrorCode, String)>>,
 }
 
 impl ServerSession {
@@ -212,8 +214,8 @@ impl ServerSession {
             last_received: now,
             next_ping: now + config.heartbeat_interval,
             ping_nonce: 0,
-            rooms: HashSet::new(),
-            pending_subscribes: HashMap::new(),
+            rooms: Vec::new(),
+            pending_subscribes: Vec::new(),
             connect_request_id: 0,
             publish_bucket: TokenBucket::new(l.publish_rate_per_sec, l.publish_burst, now),
             typing_bucket: TokenBucket::new(l.typing_rate_per_sec, l.typing_burst, now),
@@ -241,7 +243,7 @@ impl ServerSession {
 
     /// Why the session closed, if it did.
     pub fn close_reason(&self) -> Option<(ErrorCode, &str)> {
-        self.close.as_ref().map(|(c, r)| (*c, r.as_str()))
+        self.close.as_deref().map(|(c, r)| (*c, r.as_str()))
     }
 
     /// Rooms this connection is subscribed to (confirmed by the application).
@@ -356,8 +358,7 @@ impl ServerSession {
                 let Some(room) = self.check_room(request_id, s.room()) else {
                     return;
                 };
-                let already =
-                    self.rooms.contains(room.as_str()) || self.pending_subscribes.values().any(|r| **r == *room);
+                let already = self.has_room(&room) || self.pending_subscribes.iter().any(|(_, r)| **r == *room);
                 if !already && self.rooms.len() + self.pending_subscribes.len() >= self.config.limits.max_rooms {
                     self.reply_error(
                         request_id,
@@ -370,8 +371,9 @@ impl ServerSession {
                     epoch: s.recover_epoch(),
                     offset: s.recover_offset(),
                 });
+                self.remove_pending(request_id);
                 self.pending_subscribes
-                    .insert(request_id, room.clone().into_boxed_str());
+                    .push((request_id, room.clone().into_boxed_str()));
                 self.events.push_back(ServerEvent::Subscribe {
                     request_id,
                     room,
@@ -385,12 +387,19 @@ impl ServerSession {
                 let pending = self
                     .pending_subscribes
                     .iter()
-                    .find(|(_, r)| ***r == *u.room())
+                    .find(|(_, r)| **r == *u.room())
                     .map(|(id, _)| *id);
                 if let Some(id) = pending {
-                    self.pending_subscribes.remove(&id);
+                    self.remove_pending(id);
                 }
-                if self.rooms.remove(u.room()) || pending.is_some() {
+                let was_member = match self.rooms.iter().position(|r| **r == *u.room()) {
+                    Some(i) => {
+                        self.rooms.swap_remove(i);
+                        true
+                    }
+                    None => false,
+                };
+                if was_member || pending.is_some() {
                     self.events.push_back(ServerEvent::Unsubscribed {
                         room: u.room().to_owned(),
                     });
@@ -432,7 +441,7 @@ impl ServerSession {
                 let Some(room) = self.check_room(request_id, t.room()) else {
                     return;
                 };
-                if !self.rooms.contains(room.as_str()) {
+                if !self.has_room(&room) {
                     self.reply_error(request_id, ErrorCode::NotSubscribed, "typing needs a subscription");
                 } else if !self.typing_bucket.try_take(now) {
                     self.reply_error(request_id, ErrorCode::RateLimited, "typing rate limit exceeded");
@@ -526,10 +535,12 @@ impl ServerSession {
         }
         // A subscribe the client cancelled (unsubscribed while pending) is
         // not confirmed; the application already got `Unsubscribed` for it.
-        if request_id != 0 && self.pending_subscribes.remove(&request_id).is_none() {
+        if request_id != 0 && !self.remove_pending(request_id) {
             return;
         }
-        self.rooms.insert(s.room.into());
+        if !self.has_room(s.room) {
+            self.rooms.push(s.room.into());
+        }
         let frame = with_encoder(|e| e.subscribed(request_id, s));
         self.send(frame, false);
     }
@@ -558,7 +569,7 @@ impl ServerSession {
 
     /// Answers a request with an error; a failed subscribe is forgotten.
     pub fn reply_error(&mut self, request_id: u32, code: ErrorCode, message: &str) {
-        self.pending_subscribes.remove(&request_id);
+        self.remove_pending(request_id);
         self.reply(request_id, code, Some(message));
     }
 
@@ -610,7 +621,7 @@ impl ServerSession {
         self.drop_volatile();
         self.push(frame, false);
         self.state = State::Closed;
-        self.close = Some((code, reason.to_owned()));
+        self.close = Some(Box::new((code, reason.to_owned())));
         self.events.push_back(ServerEvent::Closed {
             code,
             reason: reason.to_owned(),
@@ -656,6 +667,21 @@ impl ServerSession {
         self.events.pop_front()
     }
 
+    fn has_room(&self, room: &str) -> bool {
+        self.rooms.iter().any(|r| **r == *room)
+    }
+
+    /// Forgets a pending subscribe; true if it was pending.
+    fn remove_pending(&mut self, request_id: u32) -> bool {
+        match self.pending_subscribes.iter().position(|(id, _)| *id == request_id) {
+            Some(i) => {
+                self.pending_subscribes.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Returns the memory of queues that are empty (a burst leaves them with
     /// capacity). Call it for connections that went quiet: an idle session
     /// then holds no heap memory beyond its room names.
@@ -667,7 +693,7 @@ impl ServerSession {
             self.events = VecDeque::new();
         }
         if self.pending_subscribes.is_empty() && self.pending_subscribes.capacity() > 0 {
-            self.pending_subscribes = HashMap::new();
+            self.pending_subscribes = Vec::new();
         }
     }
 

@@ -1,0 +1,185 @@
+//! Thin wrappers over gateway internals for the criterion benches in
+//! `benches/benches/fanout.rs`.
+//!
+//! **For benches only; not a stable API.** Nothing here is used by the
+//! gateway itself; it exists so that benches measure the real [`Mesh`] and
+//! the real WebSocket framing instead of copies of them.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use herald_protocol::ServerSession;
+
+use crate::mesh::{self, Audience, Mesh, Senders, ShardMsg};
+use crate::shard::WAKER;
+use crate::stats::ShardStats;
+use crate::ws::{self, ServerHead};
+
+/// The sending end of a two-shard mesh: shard 0's [`Mesh`], which sends
+/// `ShardMsg::Deliver` to shard 1.
+#[derive(Debug)]
+pub struct HandoffSender {
+    mesh: Mesh,
+    room: Arc<str>,
+    frame: Bytes,
+    published: Instant,
+    // Shard 0's poll: its waker is registered there (never polled here).
+    _poll: mio::Poll,
+}
+
+/// The receiving end of a two-shard mesh: shard 1's [`Mesh`] and its
+/// `mio::Poll`, with the waker registered as in a shard.
+#[derive(Debug)]
+pub struct HandoffReceiver {
+    mesh: Mesh,
+    poll: mio::Poll,
+    events: mio::Events,
+    stats: Arc<ShardStats>,
+}
+
+/// What one [`HandoffReceiver::drain`] took from the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// `Deliver` messages received (and dropped).
+    pub delivers: u64,
+    /// A shutdown message was received: stop.
+    pub shutdown: bool,
+}
+
+/// Builds the gateway's real mesh for two shards (bounded channels of
+/// `capacity` messages, one `mio::Waker` per shard on its own `mio::Poll`)
+/// and returns shard 0's sending end, which delivers `frame` to `room`, and
+/// shard 1's receiving end. For benches only; not a stable API.
+pub fn handoff_pair(capacity: usize, room: &str, frame: Bytes) -> io::Result<(HandoffSender, HandoffReceiver)> {
+    let polls = [mio::Poll::new()?, mio::Poll::new()?];
+    let wakers = polls
+        .iter()
+        .map(|p| mio::Waker::new(p.registry(), WAKER).map(Arc::new))
+        .collect::<io::Result<Vec<_>>>()?;
+    let stats: Vec<Arc<ShardStats>> = (0..2).map(|_| Arc::new(ShardStats::default())).collect();
+    let (txs, rxs) = mesh::channels(2, capacity);
+    let senders = Senders {
+        txs,
+        wakers,
+        stats: stats.clone(),
+    };
+    let [poll0, poll1] = polls;
+    let mut rxs = rxs.into_iter();
+    let (Some(rx0), Some(rx1)) = (rxs.next(), rxs.next()) else {
+        return Err(io::Error::other("mesh::channels returned fewer than two receivers"));
+    };
+    let sender = HandoffSender {
+        mesh: Mesh::new(0, &senders, rx0),
+        room: Arc::from(room),
+        frame,
+        published: Instant::now(),
+        _poll: poll0,
+    };
+    let receiver = HandoffReceiver {
+        mesh: Mesh::new(1, &senders, rx1),
+        poll: poll1,
+        events: mio::Events::with_capacity(16),
+        stats: stats[1].clone(),
+    };
+    Ok((sender, receiver))
+}
+
+impl HandoffSender {
+    /// Queues one `ShardMsg::Deliver` (a clone of the room name and of the
+    /// frame, as a room owner sends them) for shard 1, through `Mesh::send`.
+    /// No wake until [`flush`](Self::flush).
+    pub fn send_deliver(&mut self) {
+        let msg = ShardMsg::Deliver {
+            room: self.room.clone(),
+            frame: self.frame.clone(),
+            audience: Audience::Members { volatile: false },
+            published: self.published,
+        };
+        self.mesh.send(1, msg);
+    }
+
+    /// `Mesh::flush`, as at the end of a shard's loop iteration: moves
+    /// overflow into the channel and wakes shard 1 once if it got messages.
+    /// Returns true while messages still wait in the overflow queue.
+    pub fn flush(&mut self) -> bool {
+        self.mesh.flush().backlog
+    }
+
+    /// Sends `ShardMsg::Shutdown` to shard 1 and wakes it (waits while the
+    /// channel is full).
+    pub fn shutdown(&mut self) {
+        self.mesh.send(1, ShardMsg::Shutdown);
+        while self.flush() {
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl HandoffReceiver {
+    /// Blocks in `mio::Poll::poll` until the waker fires (or `timeout`).
+    pub fn wait(&mut self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, timeout) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Takes every message in the inbox with `try_recv` (`Mesh::recv`),
+    /// lowering the queue-depth gauge as a shard does, and drops them.
+    pub fn drain(&mut self) -> Drained {
+        let mut drained = Drained {
+            delivers: 0,
+            shutdown: false,
+        };
+        while let Some(msg) = self.mesh.recv() {
+            ShardStats::gauge(&self.stats.queue_depth, -1);
+            match msg {
+                ShardMsg::Deliver { .. } => drained.delivers += 1,
+                ShardMsg::Shutdown => drained.shutdown = true,
+                _ => {}
+            }
+        }
+        drained
+    }
+}
+
+/// Frames per `writev`, as in `conn::flush` (keep in sync).
+pub const FRAMES_PER_WRITE: usize = 64;
+/// Bytes per `writev`, as in `conn::flush` (keep in sync).
+pub const BYTES_PER_WRITE: usize = 64 * 1024;
+
+/// One `writev` of `conn::flush` without the socket: takes up to
+/// [`FRAMES_PER_WRITE`] frames / [`BYTES_PER_WRITE`] bytes from `session`
+/// with `poll_transmit`, builds a WebSocket [`ServerHead`] per frame and the
+/// `IoSlice` list (header, frame, header, frame, ...), and hands the slices
+/// to `write` in place of `write_vectored`. Returns the bytes the slices
+/// cover (0 when nothing was queued). This repeats the assembly code of
+/// `conn::flush`, which takes a `TcpStream`; keep the two in sync. For
+/// benches only; not a stable API.
+pub fn assemble_writev(session: &mut ServerSession, write: impl FnOnce(&[IoSlice<'_>])) -> usize {
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut bytes = 0;
+    while frames.len() < FRAMES_PER_WRITE && bytes < BYTES_PER_WRITE {
+        let Some(f) = session.poll_transmit() else { break };
+        bytes += f.len();
+        frames.push(f);
+    }
+    if frames.is_empty() {
+        return 0;
+    }
+    let heads: Vec<ServerHead> = frames
+        .iter()
+        .map(|f| ServerHead::new(ws::opcode::BINARY, f.len()))
+        .collect();
+    let mut iov: [IoSlice<'_>; 2 * FRAMES_PER_WRITE] = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+    for (i, (h, f)) in heads.iter().zip(&frames).enumerate() {
+        iov[2 * i] = IoSlice::new(h.as_bytes());
+        iov[2 * i + 1] = IoSlice::new(f);
+    }
+    let iov = &iov[..2 * frames.len()];
+    let total = iov.iter().map(|s| s.len()).sum();
+    write(iov);
+    total
+}
