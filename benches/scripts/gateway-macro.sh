@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Reproduces the gateway figures in BENCHMARKS.md on this machine, in one
+# run: the kernel's fan-out ceiling, idle memory per connection at 15,000
+# connections, and fan-out (1 room x 5,000 subscribers; 1,000 rooms x 10).
+# Results (JSON) go to ${OUT:-target/macro}. Bounded: each step has a fixed
+# duration; the whole script takes about 5 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-target/macro}
+PORT=${PORT:-18480}
+SHARDS=${SHARDS:-2}
+mkdir -p "$OUT"
+cargo build --release -p herald-gateway --bin herald -p herald-benches --bin raw-ceiling --bin gateway-bench
+
+node_pid=""
+start_node() {
+  # Publish limits are raised so a few publisher connections can drive the
+  # schedule; everything else is the default configuration.
+  HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
+    "$@" target/release/herald serve --listen "127.0.0.1:$PORT" --shards "$SHARDS" \
+    --data-dir "$OUT/data" >"$OUT/herald.log" 2>&1 &
+  node_pid=$!
+  for _ in $(seq 100); do
+    curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "node did not start" >&2
+  exit 1
+}
+stop_node() {
+  kill -TERM "$node_pid" 2>/dev/null || true
+  wait "$node_pid" 2>/dev/null || true
+}
+trap stop_node EXIT
+
+echo "== raw ceiling (5,000 connections, one 64 B write per connection per message)"
+target/release/raw-ceiling --connections 5000 --duration 5 --json "$OUT/raw-max.json" | tail -3
+target/release/raw-ceiling --mode sweep-latency --connections 5000 --json "$OUT/raw-sweep.json" | tail -3
+target/release/raw-ceiling --connections 1000 --duration 5 --json "$OUT/raw-max-1000.json" | tail -3
+
+echo "== idle memory, fresh node, 15,000 connections"
+start_node
+target/release/gateway-bench idle --target "127.0.0.1:$PORT" --pid "$node_pid" \
+  --connections 15000 --hold 5 --json "$OUT/idle.json" | grep -E 'per_connection|rss'
+stop_node
+echo "== idle memory, fresh node with MIMALLOC_ARENA_EAGER_COMMIT=0"
+start_node env MIMALLOC_ARENA_EAGER_COMMIT=0
+target/release/gateway-bench idle --target "127.0.0.1:$PORT" --pid "$node_pid" \
+  --connections 15000 --hold 5 --json "$OUT/idle-lazy.json" | grep -E 'per_connection|rss'
+stop_node
+
+echo "== fan-out: 1 room x 5,000 subscribers, 64 B"
+start_node
+target/release/gateway-bench fanout --target "127.0.0.1:$PORT" --pid "$node_pid" \
+  --subscribers 5000 --rooms 1 --publishers 1 --payload 64 --duration 5 \
+  --rates "${RATES_5000:-2,10,20,50,100,200,400}" --json "$OUT/fanout-5000.json" >/dev/null
+stop_node
+
+echo "== fan-out: 10,000 clients in 1,000 rooms of 10, 64 B"
+start_node
+target/release/gateway-bench fanout --target "127.0.0.1:$PORT" --pid "$node_pid" \
+  --subscribers 10000 --rooms 1000 --publishers 20 --payload 64 --duration 5 \
+  --rates "${RATES_10:-1000,2500,5000,7500,10000,20000,40000}" --json "$OUT/fanout-10x1000.json" >/dev/null
+stop_node
+echo "results in $OUT"
