@@ -15,7 +15,6 @@ use herald_protocol::ServerSession;
 use crate::mesh::{self, Audience, Mesh, Senders, ShardMsg};
 use crate::shard::WAKER;
 use crate::stats::ShardStats;
-use crate::ws::{self, ServerHead};
 
 /// The sending end of a two-shard mesh: shard 0's [`Mesh`], which sends
 /// `ShardMsg::Deliver` to shard 1.
@@ -145,41 +144,25 @@ impl HandoffReceiver {
     }
 }
 
-/// Frames per `writev`, as in `conn::flush` (keep in sync).
-pub const FRAMES_PER_WRITE: usize = 64;
-/// Bytes per `writev`, as in `conn::flush` (keep in sync).
-pub const BYTES_PER_WRITE: usize = 64 * 1024;
+/// Frames per `writev` (the gateway's own constant).
+pub const FRAMES_PER_WRITE: usize = crate::conn::FRAMES_PER_WRITE;
+/// Bytes per `writev` (the gateway's own constant).
+pub const BYTES_PER_WRITE: usize = crate::conn::BYTES_PER_WRITE;
 
-/// One `writev` of `conn::flush` without the socket: takes up to
-/// [`FRAMES_PER_WRITE`] frames / [`BYTES_PER_WRITE`] bytes from `session`
-/// with `poll_transmit`, builds a WebSocket [`ServerHead`] per frame and the
-/// `IoSlice` list (header, frame, header, frame, ...), and hands the slices
-/// to `write` in place of `write_vectored`. Returns the bytes the slices
-/// cover (0 when nothing was queued). This repeats the assembly code of
-/// `conn::flush`, which takes a `TcpStream`; keep the two in sync. For
-/// benches only; not a stable API.
+/// One `writev` of `conn::flush` without the socket, through the same
+/// functions: takes the next batch of frames from `session`, builds a
+/// WebSocket header per frame and the `IoSlice` list (header, frame, ...),
+/// and hands the slices to `write` in place of `write_vectored`. Returns the
+/// bytes the slices cover (0 when nothing was queued). For benches only; not
+/// a stable API.
 pub fn assemble_writev(session: &mut ServerSession, write: impl FnOnce(&[IoSlice<'_>])) -> usize {
     let mut frames: Vec<Bytes> = Vec::new();
-    let mut bytes = 0;
-    while frames.len() < FRAMES_PER_WRITE && bytes < BYTES_PER_WRITE {
-        let Some(f) = session.poll_transmit() else { break };
-        bytes += f.len();
-        frames.push(f);
-    }
+    crate::conn::take_batch(session, &mut frames);
     if frames.is_empty() {
         return 0;
     }
-    let heads: Vec<ServerHead> = frames
-        .iter()
-        .map(|f| ServerHead::new(ws::opcode::BINARY, f.len()))
-        .collect();
-    let mut iov: [IoSlice<'_>; 2 * FRAMES_PER_WRITE] = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
-    for (i, (h, f)) in heads.iter().zip(&frames).enumerate() {
-        iov[2 * i] = IoSlice::new(h.as_bytes());
-        iov[2 * i + 1] = IoSlice::new(f);
-    }
-    let iov = &iov[..2 * frames.len()];
-    let total = iov.iter().map(|s| s.len()).sum();
-    write(iov);
-    total
+    crate::conn::with_iovecs(&frames, |iov| {
+        write(iov);
+        iov.iter().map(|s| s.len()).sum()
+    })
 }

@@ -17,9 +17,9 @@ use crate::stats::ShardStats;
 use crate::ws::{self, ServerHead};
 
 /// Most frames one write call carries.
-const FRAMES_PER_WRITE: usize = 64;
+pub(crate) const FRAMES_PER_WRITE: usize = 64;
 /// Bytes after which a write call stops taking more frames.
-const BYTES_PER_WRITE: usize = 64 * 1024;
+pub(crate) const BYTES_PER_WRITE: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -145,48 +145,69 @@ pub(crate) fn flush(
             }
         }
         let Some(s) = session.as_deref_mut() else { return true };
-        frames.clear();
-        let mut bytes = 0;
-        while frames.len() < FRAMES_PER_WRITE && bytes < BYTES_PER_WRITE {
-            let Some(f) = s.poll_transmit() else { break };
-            bytes += f.len();
-            frames.push(f);
-        }
+        take_batch(s, &mut frames);
         if frames.is_empty() {
             return true;
         }
-        let heads: Vec<ServerHead> = frames
-            .iter()
-            .map(|f| ServerHead::new(ws::opcode::BINARY, f.len()))
-            .collect();
-        let mut iov: [IoSlice<'_>; 2 * FRAMES_PER_WRITE] = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
-        for (i, (h, f)) in heads.iter().zip(&frames).enumerate() {
-            iov[2 * i] = IoSlice::new(h.as_bytes());
-            iov[2 * i + 1] = IoSlice::new(f);
-        }
-        let iov = &iov[..2 * frames.len()];
-        let total: usize = iov.iter().map(|s| s.len()).sum();
-        let written = match write_some(sock, iov, stats) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(_) => return false,
-        };
-        ShardStats::add(&stats.frames_out, frames.len() as u64);
-        if written < total {
-            // Keep what the kernel did not take, in order.
-            let mut skip = written;
-            for s in iov {
-                if skip >= s.len() {
-                    skip -= s.len();
-                } else {
-                    outbuf.extend_from_slice(&s[skip..]);
-                    skip = 0;
+        let result = with_iovecs(&frames, |iov| {
+            let total: usize = iov.iter().map(|s| s.len()).sum();
+            let written = match write_some(sock, iov, stats) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(_) => return None,
+            };
+            if written < total {
+                // Keep what the kernel did not take, in order.
+                let mut skip = written;
+                for s in iov {
+                    if skip >= s.len() {
+                        skip -= s.len();
+                    } else {
+                        outbuf.extend_from_slice(&s[skip..]);
+                        skip = 0;
+                    }
                 }
             }
-            *blocked = true;
-            return true;
+            Some(written < total)
+        });
+        ShardStats::add(&stats.frames_out, frames.len() as u64);
+        match result {
+            None => return false,
+            Some(true) => {
+                *blocked = true;
+                return true;
+            }
+            Some(false) => {}
         }
     }
+}
+
+/// Takes the next write's worth of frames from `session`: up to
+/// [`FRAMES_PER_WRITE`] frames or until [`BYTES_PER_WRITE`] is passed.
+pub(crate) fn take_batch(session: &mut ServerSession, frames: &mut Vec<Bytes>) {
+    frames.clear();
+    let mut bytes = 0;
+    while frames.len() < FRAMES_PER_WRITE && bytes < BYTES_PER_WRITE {
+        let Some(f) = session.poll_transmit() else { break };
+        bytes += f.len();
+        frames.push(f);
+    }
+}
+
+/// Calls `f` with the slices of one `writev` for `frames` (at most
+/// [`FRAMES_PER_WRITE`]): a WebSocket header before each frame.
+pub(crate) fn with_iovecs<R>(frames: &[Bytes], f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+    let frames = &frames[..frames.len().min(FRAMES_PER_WRITE)];
+    let mut heads = [ServerHead::new(ws::opcode::BINARY, 0); FRAMES_PER_WRITE];
+    for (h, frame) in heads.iter_mut().zip(frames) {
+        *h = ServerHead::new(ws::opcode::BINARY, frame.len());
+    }
+    let mut iov: [IoSlice<'_>; 2 * FRAMES_PER_WRITE] = [IoSlice::new(&[]); 2 * FRAMES_PER_WRITE];
+    for (i, (h, frame)) in heads.iter().zip(frames).enumerate() {
+        iov[2 * i] = IoSlice::new(h.as_bytes());
+        iov[2 * i + 1] = IoSlice::new(frame);
+    }
+    f(&iov[..2 * frames.len()])
 }
 
 fn write_some(sock: &mut TcpStream, iov: &[IoSlice<'_>], stats: &ShardStats) -> io::Result<usize> {

@@ -28,6 +28,14 @@ pub(crate) fn shard_of(room: &str, shards: usize) -> usize {
 }
 
 impl Shard {
+    fn ws_origin(&self, conn: ConnKey, request_id: u32) -> Origin {
+        Origin::Ws {
+            shard: self.id,
+            conn,
+            request_id,
+        }
+    }
+
     fn owner(&self, room: &str) -> usize {
         shard_of(room, self.mesh.shards())
     }
@@ -80,11 +88,7 @@ impl Shard {
                 self.mesh.send(
                     owner,
                     ShardMsg::Publish {
-                        origin: Origin::Ws {
-                            shard: self.id,
-                            conn: key,
-                            request_id,
-                        },
+                        origin: self.ws_origin(key, request_id),
                         room,
                         user,
                         payload,
@@ -203,11 +207,7 @@ impl Shard {
         self.mesh.send(
             owner,
             ShardMsg::Join {
-                origin: Origin::Ws {
-                    shard: self.id,
-                    conn: key,
-                    request_id,
-                },
+                origin: self.ws_origin(key, request_id),
                 room,
                 user,
                 history,
@@ -273,11 +273,7 @@ impl Shard {
     }
 
     fn request(&mut self, slot: usize, key: ConnKey, request_id: u32, body: BodyT) {
-        let origin = Origin::Ws {
-            shard: self.id,
-            conn: key,
-            request_id,
-        };
+        let origin = self.ws_origin(key, request_id);
         let max_history = self.shared.config.max_history();
         let (room, query) = match body {
             BodyT::HistoryQuery(q) => (
