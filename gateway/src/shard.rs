@@ -44,6 +44,8 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const STUCK_GRACE: Duration = Duration::from_secs(5);
 /// Time a closing connection gets to acknowledge our close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// Socket writes between two looks at the inbox during a long write pass.
+const WRITES_BETWEEN_INBOX: usize = 64;
 /// Messages from other shards handled per iteration before sockets get a turn.
 const INBOX_BATCH: usize = 4096;
 
@@ -172,23 +174,20 @@ impl Shard {
                     }
                 }
             }
-            let mut handled = 0;
-            while handled < INBOX_BATCH {
-                let Some(msg) = self.mesh.recv() else { break };
-                ShardStats::gauge(&self.stats.queue_depth, -1);
-                self.on_message(msg);
-                handled += 1;
-            }
-            busy = handled == INBOX_BATCH;
+            busy = self.handle_inbox(INBOX_BATCH) == INBOX_BATCH;
             // While other shards' channels are full, stop taking client input
             // so the pressure reaches clients as TCP back-pressure.
             if !backlog {
                 self.read_ready();
             }
+            // Hand publishes and deliveries to other shards before writing
+            // sockets, so they work in parallel with this shard's writes
+            // instead of waiting for them.
+            let early = self.mesh.flush();
             self.write_ready();
             let flushed = self.mesh.flush();
             backlog = flushed.backlog;
-            busy |= flushed.to_self;
+            busy |= early.to_self || flushed.to_self;
             let now = Instant::now();
             if now >= next_tick {
                 self.tick(now);
@@ -584,12 +583,30 @@ impl Shard {
         self.mark_write(slot);
     }
 
+    /// Handles up to `max` messages from other shards; returns how many.
+    fn handle_inbox(&mut self, max: usize) -> usize {
+        let mut handled = 0;
+        while handled < max {
+            let Some(msg) = self.mesh.recv() else { break };
+            ShardStats::gauge(&self.stats.queue_depth, -1);
+            self.on_message(msg);
+            handled += 1;
+        }
+        handled
+    }
+
     fn write_ready(&mut self) {
         // Writing can queue more (a closing session's events); loop until done.
         while !self.to_write.is_empty() {
             let slots = std::mem::take(&mut self.to_write);
-            for slot in slots {
+            for (i, slot) in slots.into_iter().enumerate() {
                 self.write_conn(slot);
+                // A long write pass (thousands of sockets) must not hold up
+                // other shards' requests: take their messages in between,
+                // and pass on what they cause.
+                if i % WRITES_BETWEEN_INBOX == WRITES_BETWEEN_INBOX - 1 && self.handle_inbox(INBOX_BATCH) > 0 {
+                    let _ = self.mesh.flush();
+                }
             }
         }
     }
