@@ -37,6 +37,8 @@ echo "== raw ceiling (5,000 connections, one 64 B write per connection per messa
 target/release/raw-ceiling --connections 5000 --duration 5 --json "$OUT/raw-max.json" | tail -3
 target/release/raw-ceiling --mode sweep-latency --connections 5000 --json "$OUT/raw-sweep.json" | tail -3
 target/release/raw-ceiling --connections 1000 --duration 5 --json "$OUT/raw-max-1000.json" | tail -3
+# The nearest one process gets to the 10,000 receivers of the rooms-of-10 case.
+target/release/raw-ceiling --connections 9000 --duration 5 --json "$OUT/raw-max-9000.json" | tail -3
 
 echo "== idle memory, fresh node, 15,000 connections"
 start_node
