@@ -118,10 +118,7 @@ impl Shard {
             local: HashMap::new(),
             owned: HashMap::new(),
             user_conns: HashMap::new(),
-            // Epochs must differ across restarts of this in-memory node (and
-            // between shards), so a client resuming after a restart is told
-            // recovered = false.
-            epoch_base: (crate::unix_ms() << 20) + ((id as u64) << 40),
+            epoch_base: epoch_base(crate::unix_ms(), id),
             gathers: HashMap::new(),
             read_buf: vec![0; READ_BUF].into_boxed_slice(),
             to_read: Vec::new(),
@@ -804,10 +801,33 @@ impl Shard {
     }
 }
 
+/// The epoch of every room a shard run owns. It must differ across restarts
+/// of this in-memory node (and between shards), so a client resuming after a
+/// restart is told `recovered = false`; and it must stay below 2^53 so the
+/// JSON API's numbers survive JavaScript's `JSON.parse` (start ms × 1,024 +
+/// shard: ~1.8e15 until the year 2248).
+fn epoch_base(start_ms: u64, shard: usize) -> u64 {
+    start_ms * 1024 + (shard as u64 % 1024)
+}
+
 fn count_close(stats: &ShardStats, code: ErrorCode) {
     match code {
         ErrorCode::SlowConsumer => stats.dropped(DropReason::SlowConsumer),
         ErrorCode::IdleTimeout | ErrorCode::HandshakeTimeout => stats.dropped(DropReason::Timeout),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epoch_base;
+
+    #[test]
+    fn epochs_differ_by_shard_and_start_and_fit_in_a_javascript_number() {
+        let now = 1_795_443_134_157; // 2026-11
+        assert_ne!(epoch_base(now, 0), epoch_base(now, 1));
+        assert_ne!(epoch_base(now, 0), epoch_base(now + 1, 0));
+        let year_2200_ms = 7_258_118_400_000;
+        assert!(epoch_base(year_2200_ms, 1023) < 1 << 53);
     }
 }
