@@ -119,11 +119,11 @@ impl Shard {
                 Ok(())
             }
             ("GET", p) if p.starts_with("/api/presence/") => {
-                let room = &p["/api/presence/".len()..];
-                self.api_query(origin, room, max_name, Query::Presence)
+                let room = head.path_param("/api/presence/").unwrap_or_default();
+                self.api_query(origin, &room, max_name, Query::Presence)
             }
             ("GET", p) if p.starts_with("/api/history/") => {
-                let room = &p["/api/history/".len()..];
+                let room = head.path_param("/api/history/").unwrap_or_default();
                 let num = |name: &str| head.query_param(name).map(str::parse::<u64>).transpose();
                 match (num("limit"), num("before"), num("after")) {
                     (Ok(limit), Ok(before), Ok(after)) => {
@@ -133,7 +133,7 @@ impl Shard {
                             after: after.unwrap_or(0),
                             limit: (limit.unwrap_or(50) as usize).clamp(1, max),
                         };
-                        self.api_query(origin, room, max_name, query)
+                        self.api_query(origin, &room, max_name, query)
                     }
                     _ => Err(Response::error(
                         400,
@@ -143,7 +143,7 @@ impl Shard {
                 }
             }
             ("POST", p) if p.starts_with("/api/disconnect/") => {
-                let user: Arc<str> = Arc::from(&p["/api/disconnect/".len()..]);
+                let user: Arc<str> = Arc::from(head.path_param("/api/disconnect/").unwrap_or_default());
                 if user.is_empty() {
                     Err(Response::error(400, "bad_request", "missing user id"))
                 } else {

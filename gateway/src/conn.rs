@@ -59,6 +59,8 @@ pub(crate) struct Http {
     pub(crate) keep_alive: bool,
     /// Close after the current response is written.
     pub(crate) close_after: bool,
+    /// `100 Continue` was sent for the request being received.
+    pub(crate) continue_sent: bool,
 }
 
 #[derive(Debug)]

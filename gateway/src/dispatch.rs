@@ -15,6 +15,7 @@ use crate::conn::{Conn, State};
 use crate::mesh::{Answer, Audience, ConnKey, Joined, Origin, Query, Refusal, ShardMsg};
 use crate::shard::{LocalMember, Shard};
 use crate::stats::{DropReason, ShardStats};
+use slab::Slab;
 
 /// Which shard owns a room on this node.
 pub(crate) fn shard_of(room: &str, shards: usize) -> usize {
@@ -228,6 +229,11 @@ impl Shard {
         };
         let room = w.joined.swap_remove(i);
         let Some(user) = w.user.clone() else { return };
+        self.send_leave(slot, room, user);
+    }
+
+    /// Drops the local membership and tells the room's owner.
+    fn send_leave(&mut self, slot: usize, room: Arc<str>, user: Arc<str>) {
         self.forget_local(slot, &room);
         let owner = self.owner(&room);
         self.mesh.send(
@@ -248,16 +254,7 @@ impl Shard {
         let rooms = std::mem::take(&mut w.joined);
         let Some(user) = w.user.clone() else { return };
         for room in rooms {
-            self.forget_local(slot, &room);
-            let owner = self.owner(&room);
-            self.mesh.send(
-                owner,
-                ShardMsg::Leave {
-                    from: self.id,
-                    room,
-                    user: user.clone(),
-                },
-            );
+            self.send_leave(slot, room, user.clone());
         }
     }
 
@@ -355,7 +352,7 @@ impl Shard {
             ShardMsg::DisconnectUser { origin, user } => self.disconnect_user(origin, &user),
             ShardMsg::Shutdown => self.begin_drain(),
             ShardMsg::NotifyUser { origin, user, frame } => {
-                let count = self.deliver_to_user(&user, &frame, None);
+                let count = self.deliver_to_user(&user, &frame, false);
                 self.mesh.send(origin.shard(), ShardMsg::Counted { origin, count });
             }
             ShardMsg::JoinResult {
@@ -452,7 +449,7 @@ impl Shard {
     /// Queues one encoded frame to this shard's members of `room`.
     fn deliver(&mut self, room: &str, frame: &Bytes, audience: Audience, published: std::time::Instant) {
         if let (Some(user), Audience::Members { volatile }) = (room.strip_prefix("user:"), audience) {
-            let mut delivered = self.deliver_to_user(user, frame, Some(volatile));
+            let mut delivered = self.deliver_to_user(user, frame, volatile);
             // Others who joined user:U explicitly (admins) get it too.
             let user_slots = self.user_conns.get(user).cloned().unwrap_or_default();
             let others: Vec<(u32, u32)> = self.local.get(room).map_or_else(Vec::new, |m| {
@@ -481,25 +478,15 @@ impl Shard {
             if !include {
                 continue;
             }
-            let Some(c) = self.conns.get_mut(slot as usize) else {
-                continue;
-            };
-            if c.generation != m.generation {
-                continue;
-            }
-            let State::Ws(w) = &mut c.state else { continue };
-            match w.session.send(frame.clone(), volatile) {
-                SendOutcome::Queued => delivered += 1,
-                SendOutcome::DroppedVolatile => {
-                    self.stats.dropped(DropReason::Volatile);
-                    continue;
-                }
-                SendOutcome::SlowConsumer | SendOutcome::Closed => {}
-            }
-            if !c.queued_write {
-                c.queued_write = true;
-                self.to_write.push(slot as usize);
-            }
+            let queued = queue_frame(
+                &mut self.conns,
+                &mut self.to_write,
+                &self.stats,
+                (slot, m.generation),
+                frame,
+                volatile,
+            );
+            delivered += u64::from(queued);
         }
         if matches!(audience, Audience::Members { .. }) {
             ShardStats::add(&self.stats.deliveries, delivered);
@@ -508,8 +495,8 @@ impl Shard {
     }
 
     /// Queues a frame to every connection of `user` on this shard; returns
-    /// how many took it. `volatile` None: a notification (never dropped first).
-    fn deliver_to_user(&mut self, user: &str, frame: &Bytes, volatile: Option<bool>) -> u64 {
+    /// how many took it.
+    fn deliver_to_user(&mut self, user: &str, frame: &Bytes, volatile: bool) -> u64 {
         let Some(slots) = self.user_conns.get(user).cloned() else {
             return 0;
         };
@@ -518,30 +505,21 @@ impl Shard {
             let Some(generation) = self.conns.get(slot as usize).map(|c| c.generation) else {
                 continue;
             };
-            n += u64::from(self.send_to(slot, generation, frame, volatile.unwrap_or(false)));
+            n += u64::from(self.send_to(slot, generation, frame, volatile));
         }
         n
     }
 
     /// Queues a frame to one connection; true if queued.
     fn send_to(&mut self, slot: u32, generation: u32, frame: &Bytes, volatile: bool) -> bool {
-        let Some(c) = self.conns.get_mut(slot as usize) else {
-            return false;
-        };
-        if c.generation != generation {
-            return false;
-        }
-        let State::Ws(w) = &mut c.state else { return false };
-        let queued = match w.session.send(frame.clone(), volatile) {
-            SendOutcome::Queued => true,
-            SendOutcome::DroppedVolatile => {
-                self.stats.dropped(DropReason::Volatile);
-                return false;
-            }
-            SendOutcome::SlowConsumer | SendOutcome::Closed => false,
-        };
-        self.mark_write(slot as usize);
-        queued
+        queue_frame(
+            &mut self.conns,
+            &mut self.to_write,
+            &self.stats,
+            (slot, generation),
+            frame,
+            volatile,
+        )
     }
 
     fn answer_ws(&mut self, conn: ConnKey, request_id: u32, room: &str, answer: Answer) {
@@ -616,6 +594,40 @@ impl Shard {
             },
         );
     }
+}
+
+/// Queues a frame to the connection in `slot` if it is still `generation`,
+/// and schedules its write; true if the session took the frame. A free
+/// function so fan-out can run while the room's member map is borrowed.
+fn queue_frame(
+    conns: &mut Slab<Conn>,
+    to_write: &mut Vec<usize>,
+    stats: &ShardStats,
+    (slot, generation): (u32, u32),
+    frame: &Bytes,
+    volatile: bool,
+) -> bool {
+    let Some(c) = conns.get_mut(slot as usize) else {
+        return false;
+    };
+    if c.generation != generation {
+        return false;
+    }
+    let State::Ws(w) = &mut c.state else { return false };
+    let queued = match w.session.send(frame.clone(), volatile) {
+        SendOutcome::Queued => true,
+        SendOutcome::DroppedVolatile => {
+            stats.dropped(DropReason::Volatile);
+            return false;
+        }
+        // Closing: its error and close frames still need a write.
+        SendOutcome::SlowConsumer | SendOutcome::Closed => false,
+    };
+    if !c.queued_write {
+        c.queued_write = true;
+        to_write.push(slot as usize);
+    }
+    queued
 }
 
 fn key(slot: u32, generation: u32) -> ConnKey {

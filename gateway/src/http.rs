@@ -25,6 +25,8 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) ws_key: Option<&'a str>,
     /// `Sec-WebSocket-Version` of an upgrade request.
     pub(crate) ws_version: Option<&'a str>,
+    /// `Expect: 100-continue`: the client waits for a go-ahead before the body.
+    pub(crate) expect_continue: bool,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -65,6 +67,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadErro
         authorization: None,
         ws_key: None,
         ws_version: None,
+        expect_continue: false,
     };
     let mut upgrade = false;
     for h in req.headers.iter() {
@@ -89,6 +92,8 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadErro
             head.ws_key = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.ws_version = Some(value);
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = value.eq_ignore_ascii_case("100-continue");
         }
     }
     if !upgrade {
@@ -106,6 +111,17 @@ impl<'a> RequestHead<'a> {
             .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
             .find(|(k, _)| *k == name)
             .map(|(_, v)| v)
+    }
+
+    /// The rest of the path after `prefix`, percent-decoded (backends build
+    /// these paths with `encodeURIComponent`, which writes `:` as `%3A`).
+    /// None if it is not valid UTF-8 once decoded.
+    pub(crate) fn path_param(&self, prefix: &str) -> Option<String> {
+        let raw = self.path.strip_prefix(prefix)?;
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .ok()
+            .map(|s| s.into_owned())
     }
 
     /// The bearer token of the `Authorization` header.
@@ -236,6 +252,27 @@ mod tests {
             parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(HeadError::Chunked)
         );
+    }
+
+    #[test]
+    fn path_parameters_are_percent_decoded() {
+        let head = parse_head(b"GET /api/history/chat%3Alobby HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.path_param("/api/history/").as_deref(), Some("chat:lobby"));
+        let plain = parse_head(b"GET /api/history/chat:lobby HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(plain.path_param("/api/history/").as_deref(), Some("chat:lobby"));
+        let bad = parse_head(b"GET /api/history/%FF HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(bad.path_param("/api/history/"), None);
+        assert_eq!(plain.path_param("/api/presence/"), None);
+    }
+
+    #[test]
+    fn expect_continue_is_recognised() {
+        let h = parse_head(b"POST /api/publish HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+        assert!(h.unwrap().unwrap().expect_continue);
     }
 
     #[test]

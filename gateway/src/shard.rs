@@ -44,6 +44,12 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const STUCK_GRACE: Duration = Duration::from_secs(5);
 /// Time a closing connection gets to acknowledge our close.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How soon a shard retries sending to a full peer channel.
+const BACKLOG_RETRY: Duration = Duration::from_millis(1);
+/// Most bytes of pongs and other control replies queued for one connection;
+/// beyond it pings are not answered (RFC 6455 allows answering only the
+/// latest), so a client cannot grow our memory by pinging without reading.
+const MAX_CONTROL_QUEUE: usize = 4 * 1024;
 /// Socket writes between two looks at the inbox during a long write pass.
 const WRITES_BETWEEN_INBOX: usize = 64;
 /// Messages from other shards handled per iteration before sockets get a turn.
@@ -145,6 +151,9 @@ impl Shard {
             let now = Instant::now();
             let timeout = if busy || (!backlog && !self.to_read.is_empty()) || !self.to_write.is_empty() {
                 Duration::ZERO
+            } else if backlog {
+                // Nothing wakes us when a full peer channel drains: retry soon.
+                BACKLOG_RETRY.min(next_tick.saturating_duration_since(now))
             } else {
                 next_tick.saturating_duration_since(now)
             };
@@ -364,6 +373,8 @@ impl Shard {
             };
             match &mut c.state {
                 State::Closing => return data.len(),
+                // After a response that closes the connection, ignore the rest.
+                State::Http(h) if h.close_after => return data.len(),
                 State::Http(h) => {
                     if h.waiting {
                         // Pipelined input waits for the current answer, within bounds.
@@ -403,8 +414,8 @@ impl Shard {
             }
         };
         if head.ws_key.is_some() {
-            self.upgrade(slot, &head);
-            return Some(head.head_len);
+            // A refused upgrade closes the connection: nothing after it counts.
+            return self.upgrade(slot, &head).then_some(head.head_len);
         }
         if head.content_length > MAX_BODY_BYTES {
             let msg = format!("request body larger than {MAX_BODY_BYTES} bytes");
@@ -413,12 +424,23 @@ impl Shard {
         }
         let total = head.head_len + head.content_length;
         if data.len() < total {
+            // curl and others wait (1 s) for this before sending a large body.
+            if head.expect_continue
+                && let Some(c) = self.conns.get_mut(slot)
+                && let State::Http(h) = &mut c.state
+                && !h.continue_sent
+            {
+                h.continue_sent = true;
+                c.outbuf.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                self.mark_write(slot);
+            }
             return Some(0);
         }
         ShardStats::add(&self.stats.http_requests, 1);
         let keep_alive = head.keep_alive;
         if let Some(State::Http(h)) = self.conns.get_mut(slot).map(|c| &mut c.state) {
             h.keep_alive = keep_alive;
+            h.continue_sent = false;
         }
         let body = &data[head.head_len..total];
         if let Some(resp) = self.api(slot, &head, body) {
@@ -441,21 +463,25 @@ impl Shard {
         self.mark_write(slot);
     }
 
-    fn upgrade(&mut self, slot: usize, head: &http::RequestHead<'_>) {
+    /// Answers a WebSocket upgrade; false if it was refused (the connection
+    /// closes after the answer).
+    fn upgrade(&mut self, slot: usize, head: &http::RequestHead<'_>) -> bool {
         if head.method != "GET" || head.path != "/ws" {
             let resp = Response::error(404, "not_found", "the WebSocket endpoint is GET /ws");
             self.respond(slot, &resp, false);
-            return;
+            return false;
         }
         if head.ws_version != Some("13") {
             let resp = Response::error(426, "upgrade_required", "Sec-WebSocket-Version must be 13");
             self.respond(slot, &resp, false);
-            return;
+            return false;
         }
         let now = Instant::now();
         let shared = self.shared.clone();
-        let Some(c) = self.conns.get_mut(slot) else { return };
-        let Some(key) = head.ws_key else { return };
+        let Some(c) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let Some(key) = head.ws_key else { return false };
         http::write_upgrade_response(&mut c.outbuf, key);
         let mut session = ServerSession::new(shared.session.clone(), now);
         let open = shared.ws_open.fetch_add(1, Relaxed) + 1;
@@ -466,6 +492,7 @@ impl Shard {
         c.state = State::Ws(Box::new(Ws::new(session)));
         ShardStats::gauge(&self.stats.ws_sessions, 1);
         self.mark_write(slot);
+        true
     }
 
     /// Handles the complete WebSocket frames at the start of `data`; returns
@@ -525,8 +552,10 @@ impl Shard {
                 }
             }
             ws::opcode::PING => {
-                c.outbuf.extend_from_slice(&ws::server_frame(ws::opcode::PONG, payload));
-                self.mark_write(slot);
+                if c.outbuf.len() < MAX_CONTROL_QUEUE {
+                    c.outbuf.extend_from_slice(&ws::server_frame(ws::opcode::PONG, payload));
+                    self.mark_write(slot);
+                }
             }
             ws::opcode::PONG => {}
             ws::opcode::CLOSE => {

@@ -178,3 +178,54 @@ async fn only_the_ws_path_upgrades() {
         other => panic!("expected HTTP 404, got {other:?}"),
     }
 }
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A client that pings without ever reading must not make the node queue
+/// pongs without bound (RFC 6455 lets a server answer only the latest ping).
+#[tokio::test]
+async fn pings_without_reading_do_not_grow_the_node() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = node();
+    let mut sock = TcpStream::connect(node.addr).await.unwrap();
+    sock.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        sock.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // Masked pings with 125-byte payloads (mask 0 keeps the payload as is).
+    let mut ping = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    ping.extend_from_slice(&[7u8; 125]);
+    let chunk: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 8_000).collect();
+    let before = rss_bytes();
+    // 40 MB of pings: unbounded pongs would add at least that much.
+    for _ in 0..40 {
+        tokio::time::timeout(WAIT, sock.write_all(&chunk))
+            .await
+            .expect("the node keeps reading")
+            .unwrap();
+    }
+    // Another client is served normally meanwhile.
+    let (c, _e) = client(&node.url(), "other").await;
+    c.subscribe("chat:ping", SubscribeOptions::default()).await.unwrap();
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 16 << 20, "node grew by {grown} bytes");
+    drop(sock);
+}

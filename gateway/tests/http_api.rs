@@ -9,7 +9,6 @@ mod support;
 
 use base64::Engine as _;
 use herald_gateway::close_code;
-use herald_protocol::tokio_client::ClientError;
 use herald_protocol::wire::BodyT;
 use herald_protocol::{ClientEvent, Delivery, ErrorCode, PublishOptions, SubscribeOptions};
 use serde_json::{Value, json};
@@ -243,31 +242,13 @@ async fn server_only_namespace_accepts_api_publishes_but_not_client_ones() {
         .publish("dash:sales", &b"43"[..], PublishOptions::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Server {
-                code: ErrorCode::Forbidden,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_refused(&err, ErrorCode::Forbidden);
     // user: rooms are server-only too.
     let err = alice
         .publish("user:alice", &b"me"[..], PublishOptions::default())
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ClientError::Server {
-                code: ErrorCode::Forbidden,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert_refused(&err, ErrorCode::Forbidden);
     // The refusal was not fatal, and the API can still publish after it.
     let (status, body) = publish(node.addr, &json!({"room": "dash:sales", "data": "44"})).await;
     assert_eq!((status, &body["offset"]), (200, &json!(2)));
@@ -581,4 +562,88 @@ async fn keep_alive_malformed_requests_and_unknown_routes() {
     }
     let (status, body) = http(node.addr, "GET", "/api/publish", Some(API_KEY), None).await;
     assert_eq!((status, error_code(&body)), (405, "method_not_allowed"));
+}
+
+#[tokio::test]
+async fn expect_continue_gets_a_go_ahead_before_the_body() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let node = api_node();
+    let body = r#"{"room":"chat:expect","data":"after the go-ahead"}"#;
+    let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let head = format!(
+        "POST /api/publish HTTP/1.1\r\nAuthorization: Bearer {API_KEY}\r\nExpect: 100-continue\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    reader.get_mut().write_all(head.as_bytes()).await.unwrap();
+    // curl waits a second for this line before sending the body.
+    let mut line = String::new();
+    tokio::time::timeout(std::time::Duration::from_millis(500), reader.read_line(&mut line))
+        .await
+        .expect("100 Continue well before curl's 1 s fallback")
+        .unwrap();
+    assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+    line.clear();
+    reader.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "\r\n");
+    reader.get_mut().write_all(body.as_bytes()).await.unwrap();
+    let mut conn = HttpConn::from_reader(reader);
+    let resp = conn.read_response().await;
+    assert_eq!((resp.status, &resp.json()["offset"]), (200, &json!(1)));
+}
+
+#[tokio::test]
+async fn room_and_user_path_parameters_may_be_percent_encoded() {
+    let node = api_node();
+    let (status, _) = http(
+        node.addr,
+        "POST",
+        "/api/publish",
+        Some(API_KEY),
+        Some(r#"{"room":"chat:enc","data":"x"}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // What encodeURIComponent("chat:enc") produces.
+    let (status, body) = http(node.addr, "GET", "/api/history/chat%3Aenc", Some(API_KEY), None).await;
+    assert_eq!((status, &body["messages"][0]["data"]), (200, &json!("x")), "{body}");
+    let (status, body) = http(node.addr, "GET", "/api/history/chat%FFenc", Some(API_KEY), None).await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_room_name"));
+    let (_ann, _events) = client(&node.url(), "ann@example.com").await;
+    let (status, body) = http(
+        node.addr,
+        "POST",
+        "/api/disconnect/ann%40example.com",
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!((status, &body["disconnected"]), (200, &json!(1)), "{body}");
+}
+
+#[tokio::test]
+async fn nothing_after_a_closing_response_is_answered() {
+    let node = api_node();
+    let mut conn = HttpConn::open(node.addr).await;
+    // The first request asks to close; a pipelined second one must not
+    // reopen the conversation.
+    let mut two = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec();
+    two.extend(request_bytes("GET", "/ready", None, None));
+    conn.send_raw(&two).await;
+    let first = conn.read_response().await;
+    assert_eq!((first.status, first.header("connection")), (200, Some("close")));
+    assert!(
+        conn.closed_by_server().await,
+        "closed without answering the second request"
+    );
+    // A refused upgrade closes too, whatever follows it.
+    let mut conn = HttpConn::open(node.addr).await;
+    let mut bytes = b"GET /elsewhere HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    bytes.extend(request_bytes("GET", "/health", None, None));
+    conn.send_raw(&bytes).await;
+    assert_eq!(conn.read_response().await.status, 404);
+    assert!(conn.closed_by_server().await);
 }

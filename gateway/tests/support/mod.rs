@@ -188,6 +188,11 @@ impl HttpConn {
         }
     }
 
+    /// Continues on a connection a test already started by hand.
+    pub fn from_reader(reader: tokio::io::BufReader<TcpStream>) -> HttpConn {
+        HttpConn { reader }
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         use tokio::io::AsyncWriteExt;
         tokio::time::timeout(WAIT, self.reader.get_mut().write_all(bytes))
@@ -444,4 +449,12 @@ pub async fn ws_subscribe(
         Some((id, herald_protocol::wire::BodyT::Subscribed(s))) if id == request_id => s,
         other => panic!("expected Subscribed for {room}, got {other:?}"),
     }
+}
+
+/// Asserts that the server refused a client request with `code`.
+pub fn assert_refused(err: &herald_protocol::tokio_client::ClientError, code: herald_protocol::ErrorCode) {
+    assert!(
+        matches!(err, herald_protocol::tokio_client::ClientError::Server { code: c, .. } if *c == code),
+        "expected {code:?}, got {err:?}"
+    );
 }
