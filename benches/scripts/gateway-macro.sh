@@ -45,10 +45,12 @@ start_node
 target/release/gateway-bench idle --target "127.0.0.1:$PORT" --pid "$node_pid" \
   --connections 15000 --hold 5 --json "$OUT/idle.json" | grep -E 'per_connection|rss'
 stop_node
-echo "== idle memory, fresh node with MIMALLOC_ARENA_EAGER_COMMIT=0"
-start_node env MIMALLOC_ARENA_EAGER_COMMIT=0
+# `herald` commits allocator arenas lazily; this is mimalloc's own default,
+# for comparison.
+echo "== idle memory, fresh node with MIMALLOC_ARENA_EAGER_COMMIT=2"
+start_node env MIMALLOC_ARENA_EAGER_COMMIT=2
 target/release/gateway-bench idle --target "127.0.0.1:$PORT" --pid "$node_pid" \
-  --connections 15000 --hold 5 --json "$OUT/idle-lazy.json" | grep -E 'per_connection|rss'
+  --connections 15000 --hold 5 --json "$OUT/idle-eager.json" | grep -E 'per_connection|rss'
 stop_node
 
 echo "== fan-out: 1 room x 5,000 subscribers, 64 B"

@@ -118,6 +118,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// mimalloc commits each 1 GiB arena eagerly on Linux, so an idle node
+/// holds ~200 B per connection more than it uses (BENCHMARKS.md, idle
+/// memory). This makes on-demand commit the default; an explicit
+/// `MIMALLOC_ARENA_EAGER_COMMIT` in the environment still wins. It has to
+/// run as a constructor: the first arena is reserved by the first allocation,
+/// which happens before `main`.
+#[allow(unsafe_code)]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static LAZY_ARENA_COMMIT: extern "C" fn() = lazy_arena_commit;
+
+extern "C" fn lazy_arena_commit() {
+    const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    // SAFETY: `mi_option_set_default` writes one entry of mimalloc's static
+    // option table (no allocation, no thread yet); option 4 is
+    // `mi_option_arena_eager_commit` in mimalloc 2 and 3 (include/mimalloc.h).
+    #[allow(unsafe_code)]
+    unsafe {
+        libmimalloc_sys::mi_option_set_default(ARENA_EAGER_COMMIT, 0);
+    }
+}
+
 fn config_error(message: &str) -> ExitCode {
     eprintln!("herald: {message}");
     ExitCode::from(EXIT_CONFIG)
