@@ -1,0 +1,469 @@
+//! One worker: its share of the plan's connections on one [`Fleet`],
+//! driven by the coordinator's commands, answering with [`Report`]s.
+//! In-process (one worker) or in a child process (`--workers K`); the code
+//! is the same.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::{Ev, Fleet, State};
+use crate::hist::Latency;
+use crate::plan::{Plan, Scenario};
+use crate::schedule::mix;
+use crate::target::Kind;
+use crate::wire::{self, Stamp};
+
+/// Coordinator → worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Command {
+    /// Open this worker's connections on the plan's schedule from `start`.
+    Open {
+        start_unix_ns: u64,
+    },
+    /// Run step `index` of the plan from `start`.
+    Step {
+        index: usize,
+        start_unix_ns: u64,
+    },
+    /// Keep the connections open (answering heartbeats) for the plan's hold.
+    Hold,
+    Finish,
+}
+
+/// Worker → coordinator. Histograms travel as `[value_us, count]` pairs.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Tick {
+    /// Whole seconds since the run started.
+    pub t: u64,
+    pub connections: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub errors: u64,
+    pub latency: Vec<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Connected {
+    pub attempted: u64,
+    pub ok: u64,
+    pub failed: BTreeMap<String, u64>,
+    pub latency: Vec<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StepResult {
+    pub sent: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    /// Deliveries of an earlier step's messages that arrived in this one.
+    pub late: u64,
+    pub acks_ok: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub presence_events: u64,
+    pub typing_events: u64,
+    pub latency: Vec<(u64, u64)>,
+    /// This worker's CPU time over the step (utime + stime, seconds).
+    pub cpu_secs: f64,
+    /// Last second's median vs the step's second second (backlog check).
+    pub first_p50_us: u64,
+    pub last_p50_us: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Report {
+    Connected(Connected),
+    Tick(Tick),
+    Step(StepResult),
+    Held { alive: u64, dropped: BTreeMap<String, u64> },
+    Fatal(String),
+}
+
+pub fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The `Instant` at Unix time `ns` (in the past: now).
+fn instant_at(ns: u64) -> Instant {
+    Instant::now() + Duration::from_nanos(ns.saturating_sub(unix_ns()))
+}
+
+pub struct Worker<E: FnMut(Report)> {
+    plan: Plan,
+    fleet: Fleet,
+    emit: E,
+    /// Local connection index → global connection number.
+    globals: Vec<usize>,
+    members: Vec<Vec<u32>>,
+    /// Per room: stable local members (deliveries expected per message).
+    local_members: Vec<u32>,
+    room_seq: Vec<u64>,
+    /// Messages scheduled in earlier steps (ids are global across steps).
+    id_base: u64,
+    run_start_ns: u64,
+    tick: Tick,
+    tick_hist: Latency,
+    dropped: BTreeMap<String, u64>,
+}
+
+impl<E: FnMut(Report)> std::fmt::Debug for Worker<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("index", &self.plan.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E: FnMut(Report)> Worker<E> {
+    pub fn new(plan: Plan, emit: E) -> Result<Self> {
+        let presence = plan.scenario == Scenario::Chat;
+        let fleet = Fleet::new(
+            plan.targets.clone(),
+            plan.source_ips.clone(),
+            plan.room_prefix.clone(),
+            plan.rooms,
+            presence,
+        )?;
+        let members = plan.members();
+        let mut local_members = vec![0u32; plan.rooms];
+        for g in (0..plan.connections).filter(|&g| plan.is_mine(g) && plan.is_stable(g)) {
+            for r in plan.rooms_of(g) {
+                local_members[r as usize] += 1;
+            }
+        }
+        Ok(Self {
+            room_seq: vec![0; plan.rooms],
+            plan,
+            fleet,
+            emit,
+            globals: Vec::new(),
+            members,
+            local_members,
+            id_base: 0,
+            run_start_ns: unix_ns(),
+            tick: Tick::default(),
+            tick_hist: Latency::new(),
+            dropped: BTreeMap::new(),
+        })
+    }
+
+    pub fn handle(&mut self, cmd: Command) -> Result<bool> {
+        match cmd {
+            Command::Open { start_unix_ns } => {
+                self.run_start_ns = start_unix_ns;
+                let r = self.open(start_unix_ns)?;
+                (self.emit)(Report::Connected(r));
+            }
+            Command::Step { index, start_unix_ns } => {
+                let r = self.step(index, start_unix_ns)?;
+                (self.emit)(Report::Step(r));
+            }
+            Command::Hold => {
+                let until = Instant::now() + self.plan.hold;
+                let mut scratch = StepResult::default();
+                while Instant::now() < until {
+                    self.fleet
+                        .poll(Duration::from_millis(100).min(until - Instant::now()))?;
+                    self.drain_events(&mut scratch, None, None);
+                    self.maybe_tick();
+                }
+                let alive = self.fleet.alive() as u64;
+                (self.emit)(Report::Held {
+                    alive,
+                    dropped: std::mem::take(&mut self.dropped),
+                });
+            }
+            Command::Finish => {
+                self.fleet.close_all();
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn open(&mut self, start_ns: u64) -> Result<Connected> {
+        let start = instant_at(start_ns);
+        let mine: Vec<usize> = (0..self.plan.connections).filter(|&g| self.plan.is_mine(g)).collect();
+        let rate = self.plan.connect_rate;
+        let due = move |g: usize| {
+            if rate > 0.0 {
+                start + Duration::from_secs_f64(g as f64 / rate)
+            } else {
+                start
+            }
+        };
+        let mut result = Connected {
+            attempted: mine.len() as u64,
+            ..Connected::default()
+        };
+        let mut latency = Latency::new();
+        let mut next = 0;
+        let mut scratch = StepResult::default();
+        loop {
+            let now = Instant::now();
+            while next < mine.len() && due(mine[next]) <= now && self.fleet.in_progress() < self.plan.connect_window {
+                let g = mine[next];
+                let rooms = self.plan.rooms_of(g);
+                self.fleet.open(g, g as u64, rooms, due(g));
+                self.globals.push(g);
+                next += 1;
+            }
+            if next == mine.len() && self.fleet.in_progress() == 0 {
+                break;
+            }
+            let wait = if next < mine.len() {
+                due(mine[next])
+                    .saturating_duration_since(now)
+                    .min(Duration::from_millis(10))
+            } else {
+                Duration::from_millis(10)
+            };
+            self.fleet.poll(wait)?;
+            self.fleet.expire(Instant::now(), self.plan.connect_timeout);
+            for ev in std::mem::take(&mut self.fleet.out) {
+                match ev {
+                    Ev::Ready { conn, at } => {
+                        result.ok += 1;
+                        let base = self.fleet.conns[conn].due;
+                        latency.record(at.saturating_duration_since(base).as_micros() as u64);
+                    }
+                    Ev::Failed { reason, .. } => *result.failed.entry(reason).or_insert(0) += 1,
+                    other => self.count_other(other, &mut scratch),
+                }
+            }
+            self.maybe_tick();
+        }
+        // A connection that was ready and then dropped is not "ok".
+        result.ok = self.fleet.alive() as u64;
+        result.latency = latency.to_pairs();
+        Ok(result)
+    }
+
+    fn step(&mut self, index: usize, start_ns: u64) -> Result<StepResult> {
+        let Some(step) = self.plan.steps.get(index).cloned() else {
+            anyhow::bail!("no step {index}");
+        };
+        let cpu0 = crate::procstat::self_cpu_secs();
+        let start = instant_at(start_ns);
+        let end = start + step.duration;
+        let count = step.count();
+        let first_id = self.id_base;
+        self.id_base += count;
+        let mut r = StepResult::default();
+        let mut hist = Latency::new();
+        let mut per_second: Vec<Latency> = Vec::new();
+        let mut payload = wire::payload(self.plan.payload);
+        let mut k = 0u64;
+        let mut churn_k = 0u64;
+        let churn_interval = (self.plan.churn_rate > 0.0 && self.plan.churners > 0)
+            .then(|| Duration::from_secs_f64(1.0 / self.plan.churn_rate));
+        loop {
+            let now = Instant::now();
+            while k < count {
+                let Some(at) = step.due(k) else { break };
+                if start + at > now {
+                    break;
+                }
+                let id = first_id + k;
+                k += 1;
+                let Some((room, publisher)) = self.plan.publisher_of(id, &self.members) else {
+                    continue;
+                };
+                let seq = self.room_seq[room as usize];
+                self.room_seq[room as usize] += 1;
+                let mut expect = u64::from(self.local_members[room as usize]);
+                let local_pub = self.plan.is_mine(publisher);
+                if local_pub && self.plan.scenario == Scenario::Chat {
+                    expect = expect.saturating_sub(1); // its own echo is not counted
+                }
+                r.expected += expect;
+                if !local_pub {
+                    continue;
+                }
+                let conn = publisher / self.plan.workers.max(1);
+                let sched = start_ns + u64::try_from(at.as_nanos()).unwrap_or(u64::MAX);
+                wire::write_stamp(
+                    &mut payload,
+                    Stamp {
+                        sched_unix_ns: sched,
+                        id,
+                        room_seq: seq,
+                    },
+                );
+                if self.plan.typing > 0.0
+                    && (mix(self.plan.seed ^ 0x7E, id) % 10_000) as f64 / 10_000.0 < self.plan.typing
+                {
+                    self.fleet.typing(conn, room);
+                }
+                if self.fleet.publish(conn, room, &payload) {
+                    r.sent += 1;
+                    self.tick.sent += 1;
+                } else {
+                    *r.errors.entry("publisher not connected".into()).or_insert(0) += 1;
+                }
+            }
+            if let Some(iv) = churn_interval {
+                while start + iv.mul_f64(churn_k as f64) <= now && now < end {
+                    let n = self.plan.connections;
+                    let g = n - self.plan.churners
+                        + (mix(self.plan.seed ^ 0xC1, churn_k) % self.plan.churners as u64) as usize;
+                    churn_k += 1;
+                    if self.plan.is_mine(g) {
+                        let rooms = self.plan.rooms_of(g);
+                        let room = rooms[(churn_k as usize) % rooms.len()];
+                        self.fleet.churn(g / self.plan.workers.max(1), room);
+                    }
+                }
+            }
+            if k >= count && now >= end {
+                break;
+            }
+            let next = step.due(k).map_or(end, |d| start + d).min(end);
+            self.fleet
+                .poll(next.saturating_duration_since(now).min(Duration::from_millis(5)))?;
+            let second = now.saturating_duration_since(start).as_secs() as usize;
+            if per_second.len() <= second {
+                per_second.resize_with(second + 1, Latency::new);
+            }
+            self.drain_events(&mut r, Some((first_id, &mut hist)), per_second.last_mut());
+            self.maybe_tick();
+        }
+        let drain_until = Instant::now() + self.plan.drain;
+        while r.delivered < r.expected && Instant::now() < drain_until {
+            self.fleet.poll(Duration::from_millis(10))?;
+            self.drain_events(&mut r, Some((first_id, &mut hist)), None);
+            self.maybe_tick();
+        }
+        r.latency = hist.to_pairs();
+        // Backlog check: the second second (the first may hold warm-up) vs
+        // the last full second.
+        let full: Vec<&Latency> = per_second.iter().filter(|h| h.count() > 0).collect();
+        if full.len() >= 3 {
+            r.first_p50_us = full[1].quantile(0.5);
+            r.last_p50_us = full[full.len() - 1].quantile(0.5);
+        }
+        r.cpu_secs = crate::procstat::self_cpu_secs() - cpu0;
+        Ok(r)
+    }
+
+    fn drain_events(
+        &mut self,
+        r: &mut StepResult,
+        mut step: Option<(u64, &mut Latency)>,
+        mut second: Option<&mut Latency>,
+    ) {
+        if self.fleet.out.is_empty() {
+            return;
+        }
+        let now_ns = unix_ns();
+        for ev in std::mem::take(&mut self.fleet.out) {
+            match ev {
+                Ev::Delivery {
+                    conn,
+                    room,
+                    order,
+                    stamp,
+                } => {
+                    let Some((first_id, hist)) = step.as_mut() else {
+                        continue;
+                    };
+                    if stamp.id < *first_id {
+                        r.late += 1;
+                        continue;
+                    }
+                    let g = self.globals.get(conn).copied().unwrap_or(usize::MAX);
+                    if !self.plan.is_stable(g) {
+                        continue;
+                    }
+                    if self.plan.scenario == Scenario::Chat
+                        && self
+                            .plan
+                            .publisher_of(stamp.id, &self.members)
+                            .is_some_and(|(_, p)| p == g)
+                    {
+                        continue;
+                    }
+                    // Order: the target's offset when it assigns one; else
+                    // the room sequence, which is ordered only when one
+                    // connection publishes to the room (fanout).
+                    let key = match (order, self.plan.scenario) {
+                        (Some(o), _) => Some(o),
+                        (None, Scenario::Fanout) => Some(stamp.room_seq),
+                        _ => None,
+                    };
+                    if let Some(key) = key {
+                        let last = &mut self.fleet.conns[conn].last;
+                        match last.iter_mut().find(|(r, _)| *r == room) {
+                            Some((_, l)) if key == *l => {
+                                r.duplicated += 1;
+                                continue;
+                            }
+                            Some((_, l)) if key < *l => r.out_of_order += 1,
+                            Some((_, l)) => *l = key,
+                            None => last.push((room, key)),
+                        }
+                    }
+                    r.delivered += 1;
+                    self.tick.delivered += 1;
+                    let us = now_ns.saturating_sub(stamp.sched_unix_ns) / 1000;
+                    hist.record(us);
+                    self.tick_hist.record(us);
+                    if let Some(s) = second.as_mut() {
+                        s.record(us);
+                    }
+                }
+                other => self.count_other(other, r),
+            }
+        }
+    }
+
+    fn count_other(&mut self, ev: Ev, r: &mut StepResult) {
+        match ev {
+            Ev::Acked { ok: true, .. } => r.acks_ok += 1,
+            Ev::Acked { ok: false, reason } => {
+                self.tick.errors += 1;
+                *r.errors
+                    .entry(format!("publish refused: {}", reason.unwrap_or_default()))
+                    .or_insert(0) += 1;
+            }
+            Ev::Failed { reason, .. } => {
+                self.tick.errors += 1;
+                *self.dropped.entry(reason.clone()).or_insert(0) += 1;
+                *r.errors.entry(reason).or_insert(0) += 1;
+            }
+            Ev::Error(e) => {
+                self.tick.errors += 1;
+                *r.errors.entry(e).or_insert(0) += 1;
+            }
+            Ev::Presence => r.presence_events += 1,
+            Ev::Typing => r.typing_events += 1,
+            Ev::Ready { .. } | Ev::Delivery { .. } => {}
+        }
+    }
+
+    fn maybe_tick(&mut self) {
+        let t = unix_ns().saturating_sub(self.run_start_ns) / 1_000_000_000;
+        if t > self.tick.t {
+            let mut done = std::mem::take(&mut self.tick);
+            done.connections = self.fleet.alive() as u64;
+            done.latency = self.tick_hist.to_pairs();
+            self.tick_hist.reset();
+            (self.emit)(Report::Tick(done));
+            self.tick.t = t;
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.fleet.kind()
+    }
+
+    pub fn ready(&self) -> usize {
+        self.fleet.conns.iter().filter(|c| c.state == State::Ready).count()
+    }
+}
