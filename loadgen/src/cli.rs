@@ -606,7 +606,9 @@ mod tests {
     }
 
     fn common(args: &[&str]) -> Common {
-        Wrap::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap().common
+        Wrap::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+            .unwrap()
+            .common
     }
 
     #[test]
