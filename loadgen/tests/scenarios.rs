@@ -2,6 +2,8 @@
 //! process), through the `herald-loadgen` binary; then the JSON report's
 //! counts are checked against each other.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,8 @@
 //! The `socketio://` target against the reference Socket.IO 4 server in
 //! benches/peers/socketio (installed by scripts/test with `npm ci`).
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
