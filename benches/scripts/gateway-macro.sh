@@ -10,7 +10,8 @@ OUT=${OUT:-target/macro}
 PORT=${PORT:-18480}
 SHARDS=${SHARDS:-2}
 mkdir -p "$OUT"
-cargo build --release -p herald-gateway --bin herald -p herald-benches --bin raw-ceiling --bin gateway-bench
+cargo build --release -p herald-gateway --bin herald -p herald-benches --bin raw-ceiling -p herald-loadgen --bin herald-loadgen
+LG=target/release/herald-loadgen
 
 node_pid=""
 start_node() {
@@ -42,28 +43,28 @@ target/release/raw-ceiling --connections 9000 --duration 5 --json "$OUT/raw-max-
 
 echo "== idle memory, fresh node, 15,000 connections"
 start_node
-target/release/gateway-bench idle --target "127.0.0.1:$PORT" --pid "$node_pid" \
-  --connections 15000 --hold 5 --json "$OUT/idle.json" | grep -E 'per_connection|rss'
+$LG connect --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+  --connections 15000 --connect-rate 5000 --hold 5s --quiet --json "$OUT/idle.json"
 stop_node
 # `herald` commits allocator arenas lazily; this is mimalloc's own default,
 # for comparison.
 echo "== idle memory, fresh node with MIMALLOC_ARENA_EAGER_COMMIT=2"
 start_node env MIMALLOC_ARENA_EAGER_COMMIT=2
-target/release/gateway-bench idle --target "127.0.0.1:$PORT" --pid "$node_pid" \
-  --connections 15000 --hold 5 --json "$OUT/idle-eager.json" | grep -E 'per_connection|rss'
+$LG connect --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+  --connections 15000 --connect-rate 5000 --hold 5s --quiet --json "$OUT/idle-eager.json"
 stop_node
 
 echo "== fan-out: 1 room x 5,000 subscribers, 64 B"
 start_node
-target/release/gateway-bench fanout --target "127.0.0.1:$PORT" --pid "$node_pid" \
-  --subscribers 5000 --rooms 1 --publishers 1 --payload 64 --duration 5 \
-  --rates "${RATES_5000:-2,10,20,50,100,200,400}" --json "$OUT/fanout-5000.json" >/dev/null
+$LG fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+  --subscribers 5000 --rooms 1 --publishers 1 --payload 64 --duration 5s --all-steps \
+  --rates "${RATES_5000:-2,10,20,50,100,200,400}" --quiet --json "$OUT/fanout-5000.json"
 stop_node
 
 echo "== fan-out: 10,000 clients in 1,000 rooms of 10, 64 B"
 start_node
-target/release/gateway-bench fanout --target "127.0.0.1:$PORT" --pid "$node_pid" \
-  --subscribers 10000 --rooms 1000 --publishers 20 --payload 64 --duration 5 \
-  --rates "${RATES_10:-1000,2500,5000,7500,10000,20000,40000}" --json "$OUT/fanout-10x1000.json" >/dev/null
+$LG fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+  --subscribers 10000 --rooms 1000 --publishers 20 --payload 64 --duration 5s --all-steps \
+  --rates "${RATES_10:-1000,2500,5000,7500,10000,20000,40000}" --quiet --json "$OUT/fanout-10x1000.json"
 stop_node
 echo "results in $OUT"

@@ -219,6 +219,9 @@ struct RateArgs {
     /// deliveries arrived (and the median did not keep growing).
     #[arg(long, default_value_t = 0.99)]
     keep_up: f64,
+    /// Run every step, even after one the target did not keep up with.
+    #[arg(long)]
+    all_steps: bool,
 }
 
 impl RateArgs {
@@ -447,7 +450,9 @@ pub fn main() -> Result<()> {
             p.steps = rates.steps()?;
             p.drain = rates.drain;
             p.keep_up = rates.keep_up;
+            p.stop_on_fail = !rates.all_steps;
             let o = json!({
+                "all_steps": rates.all_steps,
                 "subscribers": fanout.subscribers, "rooms": fanout.rooms, "publishers": fanout.publishers,
                 "payload": fanout.payload, "rates": p.steps.iter().map(|s| s.from).collect::<Vec<_>>(),
                 "duration_secs": rates.duration.as_secs_f64(), "drain_secs": rates.drain.as_secs_f64(), "keep_up": rates.keep_up,
@@ -459,7 +464,9 @@ pub fn main() -> Result<()> {
             p.steps = rates.steps()?;
             p.drain = rates.drain;
             p.keep_up = rates.keep_up;
+            p.stop_on_fail = !rates.all_steps;
             let o = json!({
+                "all_steps": rates.all_steps,
                 "users": chat.users, "rooms": chat.rooms, "rooms_per_user": p.rooms_per_user,
                 "churn_users": p.churners, "churn_rate": chat.churn_rate, "typing": chat.typing, "payload": chat.payload,
                 "rates": p.steps.iter().map(|s| s.from).collect::<Vec<_>>(),

@@ -44,6 +44,14 @@ impl Link {
         }
     }
 
+    /// CPU time of a worker process so far (a thread's is in our own).
+    fn child_cpu_secs(&self) -> f64 {
+        match self {
+            Link::Local(..) => 0.0,
+            Link::Remote(child, _) => procstat::cpu_secs(&child.id().to_string()).unwrap_or(0.0),
+        }
+    }
+
     fn finish(self) {
         match self {
             Link::Local(tx, h) => {
@@ -319,6 +327,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
         step_hist: Latency::new(),
     };
     let result = drive(plan, opts, &mut links, &mut c, rss_before);
+    let loadgen_cpu = procstat::self_cpu_secs() - self_cpu0 + links.iter().map(Link::child_cpu_secs).sum::<f64>();
     for l in links {
         l.finish();
     }
@@ -467,8 +476,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
         },
         "loadgen": {
             "workers": plan.workers.max(1),
-            // Workers' CPU is summed from their step reports; the parent's own here.
-            "cpu_secs": round2(procstat::self_cpu_secs() - self_cpu0 + steps.iter().map(|s| s.0.cpu_secs).sum::<f64>() * f64::from(u8::from(plan.workers > 1))),
+            // This process and every worker process, over the whole run.
+            "cpu_secs": round2(loadgen_cpu),
         },
     }))
 }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Herald vs the reference Socket.IO 4 server (benches/peers/socketio, Node),
+# side by side in one run on this machine, same scenarios, same load
+# generator (herald-loadgen):
+#   1. idle memory per connection at 15,000 connections;
+#   2. fan-out 1 room x 5,000 subscribers, 64 B: rate steps until the target
+#      no longer keeps up (max sustainable), then p99 at half of that rate;
+#   3. 10,000 clients in 1,000 rooms of 10: the same.
+# Socket.IO runs first so Herald is also measured at Socket.IO's half-max
+# rate: latency compared at the same load, not only at each one's own half.
+# Each target is a fresh process per scenario. JSON and HTML reports go to
+# $OUT; the last lines print the table BENCHMARKS.md records. About 12 min.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-target/compare}
+HERALD_PORT=${HERALD_PORT:-18700}
+SIO_PORT=${SIO_PORT:-18701}
+SHARDS=${SHARDS:-2}
+DURATION=${DURATION:-5s}
+RATES_5000=${RATES_5000:-2,5,10,20,50,100,200,400}
+RATES_10=${RATES_10:-500,1000,2000,3000,5000,7500,10000,20000}
+mkdir -p "$OUT"
+cargo build --release -p herald-gateway --bin herald -p herald-loadgen --bin herald-loadgen
+npm ci --prefix benches/peers/socketio --no-audit --no-fund --loglevel=error
+LG=target/release/herald-loadgen
+
+pid=""
+start() { # start herald|socketio
+  case $1 in
+    herald)
+      # Publish limits raised so a few publisher connections can drive the
+      # schedule; everything else is the default configuration.
+      HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
+        target/release/herald serve --listen "127.0.0.1:$HERALD_PORT" --shards "$SHARDS" \
+        --data-dir "$OUT/data" >"$OUT/herald.log" 2>&1 &
+      pid=$!; url="ws://127.0.0.1:$HERALD_PORT/ws"; health="http://127.0.0.1:$HERALD_PORT/health" ;;
+    socketio)
+      (cd benches/peers/socketio && PORT=$SIO_PORT exec node server.js) >"$OUT/socketio.log" 2>&1 &
+      pid=$!; url="socketio://127.0.0.1:$SIO_PORT"; health="http://127.0.0.1:$SIO_PORT/health" ;;
+  esac
+  for _ in $(seq 100); do curl -fs "$health" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "$1 did not start" >&2; exit 1
+}
+stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }
+trap stop EXIT
+
+half_rate() { # the mean rate of the best kept-up step, halved
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rate"]["max_sustained_rate"]; print(r/2 if r else 0)' "$1"
+}
+
+for t in socketio herald; do
+  echo "== $t: idle memory, 15,000 connections"
+  start $t
+  $LG connect --target "$url" --target-pid "$pid" --connections 15000 --connect-rate 5000 --hold 5s \
+    --quiet --json "$OUT/$t-idle.json"
+  stop
+
+  echo "== $t: fan-out 1 room x 5,000 subscribers"
+  start $t
+  $LG fanout --target "$url" --target-pid "$pid" --subscribers 5000 --rooms 1 --publishers 1 \
+    --payload 64 --rates "$RATES_5000" --duration "$DURATION" --quiet --json "$OUT/$t-5000.json" --html "$OUT/$t-5000.html"
+  half=$(half_rate "$OUT/$t-5000.json")
+  if [ "$half" != 0 ]; then
+    $LG fanout --target "$url" --target-pid "$pid" --subscribers 5000 --rooms 1 --publishers 1 \
+      --payload 64 --rate "$half" --duration "$DURATION" --keep-up 0 --quiet --json "$OUT/$t-5000-half.json"
+  fi
+  same=$(half_rate "$OUT/socketio-5000.json")
+  if [ $t = herald ] && [ "$same" != 0 ]; then
+    $LG fanout --target "$url" --target-pid "$pid" --subscribers 5000 --rooms 1 --publishers 1 \
+      --payload 64 --rate "$same" --duration "$DURATION" --keep-up 0 --quiet --json "$OUT/$t-5000-same.json"
+  fi
+  stop
+
+  echo "== $t: 10,000 clients in 1,000 rooms of 10"
+  start $t
+  $LG fanout --target "$url" --target-pid "$pid" --subscribers 10000 --rooms 1000 --publishers 20 \
+    --payload 64 --rates "$RATES_10" --duration "$DURATION" --quiet --json "$OUT/$t-10.json" --html "$OUT/$t-10.html"
+  half=$(half_rate "$OUT/$t-10.json")
+  if [ "$half" != 0 ]; then
+    $LG fanout --target "$url" --target-pid "$pid" --subscribers 10000 --rooms 1000 --publishers 20 \
+      --payload 64 --rate "$half" --duration "$DURATION" --keep-up 0 --quiet --json "$OUT/$t-10-half.json"
+  fi
+  same=$(half_rate "$OUT/socketio-10.json")
+  if [ $t = herald ] && [ "$same" != 0 ]; then
+    $LG fanout --target "$url" --target-pid "$pid" --subscribers 10000 --rooms 1000 --publishers 20 \
+      --payload 64 --rate "$same" --duration "$DURATION" --keep-up 0 --quiet --json "$OUT/$t-10-same.json"
+  fi
+  stop
+done
+
+for s in idle 5000 10; do
+  echo "== compare: $s (A = herald, B = socket.io)"
+  $LG compare "$OUT/herald-$s.json" "$OUT/socketio-$s.json"
+done
+python3 benches/macro/compare-table.py "$OUT"
