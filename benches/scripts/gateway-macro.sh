@@ -10,6 +10,10 @@ OUT=${OUT:-target/macro}
 PORT=${PORT:-18480}
 SHARDS=${SHARDS:-2}
 mkdir -p "$OUT"
+# Source addresses: ~15,000 connections per scenario from 127.0.0.1 alone
+# meet the previous scenario's TIME_WAIT sockets in the ephemeral port
+# allocator, which adds 1-2 s to the last few percent of connects.
+SRC="--source-ips ${SOURCE_IPS:-127.0.0.2-127.0.0.9}"
 cargo build --release -p herald-gateway --bin herald -p herald-benches --bin raw-ceiling -p herald-loadgen --bin herald-loadgen
 LG=target/release/herald-loadgen
 
@@ -43,27 +47,27 @@ target/release/raw-ceiling --connections 9000 --duration 5 --json "$OUT/raw-max-
 
 echo "== idle memory, fresh node, 15,000 connections"
 start_node
-$LG connect --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+$LG connect --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC \
   --connections 15000 --connect-rate 5000 --hold 5s --quiet --json "$OUT/idle.json"
 stop_node
 # `herald` commits allocator arenas lazily; this is mimalloc's own default,
 # for comparison.
 echo "== idle memory, fresh node with MIMALLOC_ARENA_EAGER_COMMIT=2"
 start_node env MIMALLOC_ARENA_EAGER_COMMIT=2
-$LG connect --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+$LG connect --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC \
   --connections 15000 --connect-rate 5000 --hold 5s --quiet --json "$OUT/idle-eager.json"
 stop_node
 
 echo "== fan-out: 1 room x 5,000 subscribers, 64 B"
 start_node
-$LG fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+$LG fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC \
   --subscribers 5000 --rooms 1 --publishers 1 --payload 64 --duration 5s --all-steps \
   --rates "${RATES_5000:-2,10,20,50,100,200,400}" --quiet --json "$OUT/fanout-5000.json"
 stop_node
 
 echo "== fan-out: 10,000 clients in 1,000 rooms of 10, 64 B"
 start_node
-$LG fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+$LG fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC \
   --subscribers 10000 --rooms 1000 --publishers 20 --payload 64 --duration 5s --all-steps \
   --rates "${RATES_10:-1000,2500,5000,7500,10000,20000,40000}" --quiet --json "$OUT/fanout-10x1000.json"
 stop_node

@@ -58,6 +58,9 @@ pub enum Ev {
         room: u32,
         order: Option<u64>,
         stamp: Stamp,
+        /// When the bytes were read (Unix ns), taken per socket read so a
+        /// long batch of ready sockets does not add to the latency.
+        recv_unix_ns: u64,
     },
     Acked {
         ok: bool,
@@ -82,6 +85,13 @@ pub struct Fleet {
     presence: bool,
     mask: u32,
     read_buf: Vec<u8>,
+    /// Connections neither ready nor dead (kept as a count: the connect
+    /// loop asks for it once per connection it opens).
+    pending: usize,
+    /// Time of the socket read being processed (Unix ns).
+    read_at_ns: u64,
+    /// When `expire` last scanned every connection.
+    last_expiry_scan: Option<Instant>,
     pub out: Vec<Ev>,
 }
 
@@ -106,6 +116,9 @@ impl Fleet {
             presence,
             mask: 0x1234_5678,
             read_buf: vec![0; 64 * 1024],
+            pending: 0,
+            read_at_ns: 0,
+            last_expiry_scan: None,
             out: Vec::new(),
         })
     }
@@ -159,6 +172,9 @@ impl Fleet {
             });
             c.state = State::Dead;
         }
+        if c.state != State::Dead {
+            self.pending += 1;
+        }
         self.conns.push(c);
         i
     }
@@ -168,14 +184,20 @@ impl Fleet {
     }
 
     pub fn in_progress(&self) -> usize {
-        self.conns
-            .iter()
-            .filter(|c| !matches!(c.state, State::Ready | State::Dead))
-            .count()
+        self.pending
     }
 
-    /// Fails connections still not ready `timeout` after they were due.
+    /// Fails connections still not ready `timeout` after they were due
+    /// (scans at most every 100 ms).
     pub fn expire(&mut self, now: Instant, timeout: Duration) {
+        if self.pending == 0
+            || self
+                .last_expiry_scan
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.last_expiry_scan = Some(now);
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
             if !matches!(c.state, State::Ready | State::Dead) && now.saturating_duration_since(c.due) > timeout {
@@ -239,6 +261,9 @@ impl Fleet {
             return;
         }
         let was_ready = c.state == State::Ready;
+        if !was_ready {
+            self.pending = self.pending.saturating_sub(1);
+        }
         c.state = State::Dead;
         if let Some(mut sock) = c.sock.take() {
             let _ = self.poll.registry().deregister(&mut sock);
@@ -341,6 +366,7 @@ impl Fleet {
             }
         }
         self.read_buf = buf;
+        self.read_at_ns = crate::worker::unix_ns();
         self.process(i, now);
         if let Some(reason) = closed {
             self.fail(i, reason);
@@ -416,6 +442,7 @@ impl Fleet {
                     room,
                     order: offset,
                     stamp,
+                    recv_unix_ns: self.read_at_ns,
                 });
             }
             Incoming::EngineOpen => self.send(i, wire::engine_connect()),
@@ -426,6 +453,7 @@ impl Fleet {
                 }
                 if c.rooms.is_empty() {
                     c.state = State::Ready;
+                    self.pending = self.pending.saturating_sub(1);
                     self.out.push(Ev::Ready { conn: i, at: now });
                     return;
                 }
@@ -470,6 +498,7 @@ impl Fleet {
         c.pending_joins = c.pending_joins.saturating_sub(1);
         if c.pending_joins == 0 {
             c.state = State::Ready;
+            self.pending = self.pending.saturating_sub(1);
             self.out.push(Ev::Ready { conn: i, at: now });
         }
     }
@@ -482,6 +511,7 @@ impl Fleet {
             }
             c.state = State::Dead;
         }
+        self.pending = 0;
     }
 }
 

@@ -361,7 +361,6 @@ impl<E: FnMut(Report)> Worker<E> {
         if self.fleet.out.is_empty() {
             return;
         }
-        let now_ns = unix_ns();
         for ev in std::mem::take(&mut self.fleet.out) {
             match ev {
                 Ev::Delivery {
@@ -369,6 +368,7 @@ impl<E: FnMut(Report)> Worker<E> {
                     room,
                     order,
                     stamp,
+                    recv_unix_ns,
                 } => {
                     let Some((first_id, hist)) = step.as_mut() else {
                         continue;
@@ -411,7 +411,7 @@ impl<E: FnMut(Report)> Worker<E> {
                     }
                     r.delivered += 1;
                     self.tick.delivered += 1;
-                    let us = now_ns.saturating_sub(stamp.sched_unix_ns) / 1000;
+                    let us = recv_unix_ns.saturating_sub(stamp.sched_unix_ns) / 1000;
                     hist.record(us);
                     self.tick_hist.record(us);
                     if let Some(s) = second.as_mut() {
