@@ -52,6 +52,26 @@ half_rate() { # the mean rate of the best kept-up step, halved
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rate"]["max_sustained_rate"]; print(r/2 if r else 0)' "$1"
 }
 
+# fanout_case NAME RATES SHAPE...: on a fresh target $t, the rate steps,
+# then one step at half of the target's own max and (Herald) one at
+# Socket.IO's half max.
+fanout_case() {
+  local name=$1 rates=$2; shift 2
+  start $t
+  local lg=("$LG" fanout --target "$url" --target-pid "$pid" $SRC "$@" --payload 64 --duration "$DURATION" --quiet)
+  "${lg[@]}" --rates "$rates" --json "$OUT/$t-$name.json" --html "$OUT/$t-$name.html"
+  local half same
+  half=$(half_rate "$OUT/$t-$name.json")
+  if [ "$half" != 0 ]; then
+    "${lg[@]}" --rate "$half" --keep-up 0 --json "$OUT/$t-$name-half.json"
+  fi
+  same=$(half_rate "$OUT/socketio-$name.json")
+  if [ "$t" = herald ] && [ "$same" != 0 ]; then
+    "${lg[@]}" --rate "$same" --keep-up 0 --json "$OUT/$t-$name-same.json"
+  fi
+  stop
+}
+
 for t in socketio herald; do
   echo "== $t: idle memory, 15,000 connections"
   start $t
@@ -60,36 +80,9 @@ for t in socketio herald; do
   stop
 
   echo "== $t: fan-out 1 room x 5,000 subscribers"
-  start $t
-  $LG fanout --target "$url" --target-pid "$pid" $SRC --subscribers 5000 --rooms 1 --publishers 1 \
-    --payload 64 --rates "$RATES_5000" --duration "$DURATION" --quiet --json "$OUT/$t-5000.json" --html "$OUT/$t-5000.html"
-  half=$(half_rate "$OUT/$t-5000.json")
-  if [ "$half" != 0 ]; then
-    $LG fanout --target "$url" --target-pid "$pid" $SRC --subscribers 5000 --rooms 1 --publishers 1 \
-      --payload 64 --rate "$half" --duration "$DURATION" --keep-up 0 --quiet --json "$OUT/$t-5000-half.json"
-  fi
-  same=$(half_rate "$OUT/socketio-5000.json")
-  if [ $t = herald ] && [ "$same" != 0 ]; then
-    $LG fanout --target "$url" --target-pid "$pid" $SRC --subscribers 5000 --rooms 1 --publishers 1 \
-      --payload 64 --rate "$same" --duration "$DURATION" --keep-up 0 --quiet --json "$OUT/$t-5000-same.json"
-  fi
-  stop
-
+  fanout_case 5000 "$RATES_5000" --subscribers 5000 --rooms 1 --publishers 1
   echo "== $t: 10,000 clients in 1,000 rooms of 10"
-  start $t
-  $LG fanout --target "$url" --target-pid "$pid" $SRC --subscribers 10000 --rooms 1000 --publishers 20 \
-    --payload 64 --rates "$RATES_10" --duration "$DURATION" --quiet --json "$OUT/$t-10.json" --html "$OUT/$t-10.html"
-  half=$(half_rate "$OUT/$t-10.json")
-  if [ "$half" != 0 ]; then
-    $LG fanout --target "$url" --target-pid "$pid" $SRC --subscribers 10000 --rooms 1000 --publishers 20 \
-      --payload 64 --rate "$half" --duration "$DURATION" --keep-up 0 --quiet --json "$OUT/$t-10-half.json"
-  fi
-  same=$(half_rate "$OUT/socketio-10.json")
-  if [ $t = herald ] && [ "$same" != 0 ]; then
-    $LG fanout --target "$url" --target-pid "$pid" $SRC --subscribers 10000 --rooms 1000 --publishers 20 \
-      --payload 64 --rate "$same" --duration "$DURATION" --keep-up 0 --quiet --json "$OUT/$t-10-same.json"
-  fi
-  stop
+  fanout_case 10 "$RATES_10" --subscribers 10000 --rooms 1000 --publishers 20
 done
 
 for s in idle 5000 10; do

@@ -225,6 +225,21 @@ struct RateArgs {
 }
 
 impl RateArgs {
+    /// Sets the plan's steps and step options; returns them for the report.
+    fn apply(&self, p: &mut Plan) -> Result<Value> {
+        p.steps = self.steps()?;
+        p.drain = self.drain;
+        p.keep_up = self.keep_up;
+        p.stop_on_fail = !self.all_steps;
+        Ok(json!({
+            "rates": p.steps.iter().map(|s| s.from).collect::<Vec<_>>(),
+            "duration_secs": self.duration.as_secs_f64(),
+            "drain_secs": self.drain.as_secs_f64(),
+            "keep_up": self.keep_up,
+            "all_steps": self.all_steps,
+        }))
+    }
+
     fn steps(&self) -> Result<Vec<Step>> {
         let rates = match (self.rate, self.rates.is_empty()) {
             (Some(r), _) => vec![r],
@@ -447,31 +462,23 @@ pub fn main() -> Result<()> {
         }
         Cmd::Fanout { common, fanout, rates } => {
             let mut p = fanout_plan(&common, &fanout)?;
-            p.steps = rates.steps()?;
-            p.drain = rates.drain;
-            p.keep_up = rates.keep_up;
-            p.stop_on_fail = !rates.all_steps;
-            let o = json!({
-                "all_steps": rates.all_steps,
-                "subscribers": fanout.subscribers, "rooms": fanout.rooms, "publishers": fanout.publishers,
-                "payload": fanout.payload, "rates": p.steps.iter().map(|s| s.from).collect::<Vec<_>>(),
-                "duration_secs": rates.duration.as_secs_f64(), "drain_secs": rates.drain.as_secs_f64(), "keep_up": rates.keep_up,
-            });
+            let mut o = rates.apply(&mut p)?;
+            o["subscribers"] = json!(fanout.subscribers);
+            o["rooms"] = json!(fanout.rooms);
+            o["publishers"] = json!(fanout.publishers);
+            o["payload"] = json!(fanout.payload);
             (common, p, "fanout", o)
         }
         Cmd::Chat { common, chat, rates } => {
             let mut p = chat_plan(&common, &chat)?;
-            p.steps = rates.steps()?;
-            p.drain = rates.drain;
-            p.keep_up = rates.keep_up;
-            p.stop_on_fail = !rates.all_steps;
-            let o = json!({
-                "all_steps": rates.all_steps,
-                "users": chat.users, "rooms": chat.rooms, "rooms_per_user": p.rooms_per_user,
-                "churn_users": p.churners, "churn_rate": chat.churn_rate, "typing": chat.typing, "payload": chat.payload,
-                "rates": p.steps.iter().map(|s| s.from).collect::<Vec<_>>(),
-                "duration_secs": rates.duration.as_secs_f64(), "drain_secs": rates.drain.as_secs_f64(), "keep_up": rates.keep_up,
-            });
+            let mut o = rates.apply(&mut p)?;
+            o["users"] = json!(chat.users);
+            o["rooms"] = json!(chat.rooms);
+            o["rooms_per_user"] = json!(p.rooms_per_user);
+            o["churn_users"] = json!(p.churners);
+            o["churn_rate"] = json!(chat.churn_rate);
+            o["typing"] = json!(chat.typing);
+            o["payload"] = json!(chat.payload);
             (common, p, "chat", o)
         }
         Cmd::Run { file, common } => {
