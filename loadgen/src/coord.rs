@@ -183,9 +183,29 @@ struct Coordinator {
     started: Instant,
     connections_target: usize,
     step_hist: Latency,
+    target_pids: Vec<u32>,
+    /// Unix ns the workers count their seconds from.
+    run_start_ns: u64,
+    /// Per second: the target's RSS and cumulative CPU seconds.
+    target_samples: BTreeMap<u64, (Option<u64>, Option<f64>)>,
 }
 
 impl Coordinator {
+    /// Reads the target's RSS and CPU once per second of the run.
+    fn sample_target(&mut self) {
+        if self.target_pids.is_empty() || self.run_start_ns == 0 {
+            return;
+        }
+        let t = unix_ns().saturating_sub(self.run_start_ns) / 1_000_000_000;
+        if !self.target_samples.contains_key(&t) {
+            let sample = (
+                procstat::targets_rss(&self.target_pids),
+                procstat::targets_cpu(&self.target_pids),
+            );
+            self.target_samples.insert(t, sample);
+        }
+    }
+
     /// Waits for one report of the kind `pick` accepts from every worker,
     /// folding ticks into the timeline meanwhile.
     fn gather<T>(&mut self, mut pick: impl FnMut(Report) -> Option<T>) -> Result<Vec<T>> {
@@ -215,6 +235,7 @@ impl Coordinator {
                 Err(mpsc::RecvTimeoutError::Disconnected) => bail!("every worker ended"),
             }
             self.print_progress();
+            self.sample_target();
         }
         Ok(got.into_iter().flatten().collect())
     }
@@ -325,6 +346,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
         started: Instant::now(),
         connections_target: plan.connections,
         step_hist: Latency::new(),
+        target_pids: opts.target_pids.clone(),
+        run_start_ns: 0,
+        target_samples: BTreeMap::new(),
     };
     let result = drive(plan, opts, &mut links, &mut c, rss_before);
     let loadgen_cpu = procstat::self_cpu_secs() - self_cpu0 + links.iter().map(Link::child_cpu_secs).sum::<f64>();
@@ -411,6 +435,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
                 "p50_us": (s.latency.count() > 0).then(|| s.latency.quantile(0.5)),
                 "p99_us": (s.latency.count() > 0).then(|| s.latency.quantile(0.99)),
                 "errors": s.tick.errors,
+                "target_rss_bytes": c.target_samples.get(&s.tick.t).and_then(|x| x.0),
+                "target_cpu_percent": cpu_percent(&c.target_samples, s.tick.t),
             })
         })
         .collect();
@@ -471,6 +497,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
             "pids": opts.target_pids,
             "rss_bytes": rss_after,
             "rss_bytes_before": rss_before,
+            "rss_bytes_peak": c.target_samples.values().filter_map(|x| x.0).max(),
             "rss_bytes_per_connection": per_conn,
             "cpu_secs": target_cpu,
         },
@@ -498,6 +525,7 @@ fn drive(
     _rss_before: Option<u64>,
 ) -> Result<Driven> {
     let start = unix_ns() + 100_000_000;
+    c.run_start_ns = start;
     for l in links.iter_mut() {
         l.send(&Command::Open { start_unix_ns: start })?;
     }
@@ -585,6 +613,13 @@ fn drive(
     }
     let rss_after = procstat::targets_rss(&opts.target_pids);
     Ok((connected, steps, held, rss_after))
+}
+
+/// The target's CPU use over second `t`, from the samples at `t` and `t + 1`.
+fn cpu_percent(samples: &BTreeMap<u64, (Option<u64>, Option<f64>)>, t: u64) -> Option<f64> {
+    let a = samples.get(&t)?.1?;
+    let b = samples.get(&(t + 1))?.1?;
+    Some(round2((b - a) * 100.0))
 }
 
 fn round2(x: f64) -> f64 {

@@ -153,6 +153,15 @@ fn connect_holds_every_connection_and_measures_the_target() {
     assert_eq!(u(&r["connections"]["alive_after_hold"]), 50);
     assert_eq!(u(&r["connect_latency_us"]["count"]), 50);
     assert!(u(&r["target"]["rss_bytes"]) > 0);
+    // Sampled during the run, not only at its ends.
+    assert!(u(&r["target"]["rss_bytes_peak"]) >= u(&r["target"]["rss_bytes_before"]));
+    let sampled = r["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["target_rss_bytes"].is_u64())
+        .count();
+    assert!(sampled >= 1, "per-second RSS samples: {}", r["timeline"]);
     // Opened at 500/s: the last is due ~98 ms after the first, so the run's
     // timeline starts at t = 0 and the report has its options.
     assert_eq!(r["options"]["connections"], 50);
