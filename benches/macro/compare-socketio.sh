@@ -9,7 +9,7 @@
 # Socket.IO runs first so Herald is also measured at Socket.IO's half-max
 # rate: latency compared at the same load, not only at each one's own half.
 # Each target is a fresh process per scenario. JSON and HTML reports go to
-# $OUT; the last lines print the table BENCHMARKS.md records. About 12 min.
+# $OUT; the last lines print the table BENCHMARKS.md records. About 4 min here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-target/compare}

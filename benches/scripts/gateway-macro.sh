@@ -3,7 +3,7 @@
 # run: the kernel's fan-out ceiling, idle memory per connection at 15,000
 # connections, and fan-out (1 room x 5,000 subscribers; 1,000 rooms x 10).
 # Results (JSON) go to ${OUT:-target/macro}. Bounded: each step has a fixed
-# duration; the whole script takes about 5 minutes.
+# duration; the whole script takes about 2 minutes here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-target/macro}
