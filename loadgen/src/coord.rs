@@ -303,6 +303,7 @@ fn merge_steps(results: Vec<StepResult>) -> (StepResult, Latency) {
         total.duplicated += r.duplicated;
         total.out_of_order += r.out_of_order;
         total.late += r.late;
+        total.not_sent += r.not_sent;
         total.acks_ok += r.acks_ok;
         total.presence_events += r.presence_events;
         total.typing_events += r.typing_events;
@@ -317,10 +318,12 @@ fn merge_steps(results: Vec<StepResult>) -> (StepResult, Latency) {
     (total, hist)
 }
 
-/// Whether the target kept up with a step: (a) enough of the expected
-/// deliveries arrived by the end of the drain window and (b) the median in
-/// the step's last second is at most twice (+10 ms) the median of its
-/// second second: a queue that keeps growing fails (b) even if it drains.
+/// Whether the target kept up with a step: (a) every scheduled message was
+/// sent (not, say, held back because the target stopped reading or the
+/// generator fell behind), (b) enough of the expected deliveries arrived by
+/// the end of the drain window and (c) the median in the step's last second
+/// is at most twice (+10 ms) the median of its second second: a queue that
+/// keeps growing fails (c) even if it drains.
 pub fn kept_up(r: &StepResult, keep_up: f64) -> bool {
     let ratio = if r.expected == 0 {
         1.0
@@ -328,7 +331,7 @@ pub fn kept_up(r: &StepResult, keep_up: f64) -> bool {
         r.delivered as f64 / r.expected as f64
     };
     let growing = r.last_p50_us > 2 * r.first_p50_us + 10_000;
-    ratio >= keep_up && !growing
+    r.not_sent == 0 && ratio >= keep_up && !growing
 }
 
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
@@ -387,6 +390,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
             "duplicated": r.duplicated,
             "out_of_order": r.out_of_order,
             "late_from_earlier_step": r.late,
+            "not_sent": r.not_sent,
             "acks_ok": r.acks_ok,
             "errors": r.errors,
             "presence_events": r.presence_events,
@@ -684,8 +688,13 @@ mod tests {
         assert!(!kept_up(&lossy, 0.99));
         let growing = StepResult {
             last_p50_us: 200_000,
-            ..ok
+            ..ok.clone()
         };
         assert!(!kept_up(&growing, 0.99));
+        let behind = StepResult { not_sent: 1, ..ok };
+        assert!(
+            !kept_up(&behind, 0.99),
+            "a schedule the generator could not send is not kept up"
+        );
     }
 }

@@ -13,6 +13,9 @@ use mio::{Events, Interest, Poll, Token};
 use crate::target::{Kind, Target};
 use crate::wire::{self, Incoming, Stamp};
 
+/// Bytes one connection may have waiting to be written.
+pub const MAX_QUEUED: usize = 8 << 20;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Connecting,
@@ -221,8 +224,7 @@ impl Fleet {
         c.next_request = c.next_request.wrapping_add(1).max(wire::PUBLISH_BASE);
         let name = self.room_names.get(room as usize).map_or("", String::as_str);
         let frame = wire::publish(self.kind, id, name, payload);
-        self.send(i, frame);
-        true
+        self.send(i, frame)
     }
 
     pub fn typing(&mut self, i: usize, room: u32) {
@@ -245,14 +247,22 @@ impl Fleet {
         }
     }
 
-    fn send(&mut self, i: usize, (op, payload): wire::Outgoing) {
+    /// Queues a frame and writes what the socket takes. Refuses (false)
+    /// once `MAX_QUEUED` bytes wait: a target that stops reading must not
+    /// grow the generator's memory without bound.
+    fn send(&mut self, i: usize, (op, payload): wire::Outgoing) -> bool {
         self.mask = self.mask.rotate_left(7) ^ 0x9e37_79b9;
         let mask = self.mask.to_ne_bytes();
         let c = &mut self.conns[i];
+        if c.out.len() > MAX_QUEUED {
+            return false;
+        }
         wire::push_frame(&mut c.out, op, &payload, mask);
         if !matches!(c.state, State::Connecting | State::Dead) && flush(c).is_err() {
             self.fail(i, "write failed".into());
+            return false;
         }
+        true
     }
 
     fn fail(&mut self, i: usize, reason: String) {
@@ -347,9 +357,13 @@ impl Fleet {
                     break;
                 }
                 Ok(n) => {
+                    // Frames are handled chunk by chunk, so the buffer only
+                    // ever holds one partial frame (at most MAX_FRAME, which
+                    // `process` enforces) however much the target sent.
                     c.inbuf.extend_from_slice(&buf[..n]);
-                    if c.inbuf.len() > wire::MAX_FRAME + 16 {
-                        closed = Some("frame too large".to_owned());
+                    self.read_at_ns = crate::worker::unix_ns();
+                    self.process(i, now);
+                    if self.conns[i].state == State::Dead {
                         break;
                     }
                 }
@@ -366,8 +380,6 @@ impl Fleet {
             }
         }
         self.read_buf = buf;
-        self.read_at_ns = crate::worker::unix_ns();
-        self.process(i, now);
         if let Some(reason) = closed {
             self.fail(i, reason);
         }
@@ -445,7 +457,9 @@ impl Fleet {
                     recv_unix_ns: self.read_at_ns,
                 });
             }
-            Incoming::EngineOpen => self.send(i, wire::engine_connect()),
+            Incoming::EngineOpen => {
+                self.send(i, wire::engine_connect());
+            }
             Incoming::Open => {
                 let c = &mut self.conns[i];
                 if c.state != State::Handshaking {

@@ -62,6 +62,9 @@ pub struct StepResult {
     pub out_of_order: u64,
     /// Deliveries of an earlier step's messages that arrived in this one.
     pub late: u64,
+    /// Scheduled messages this worker did not send (reasons in `errors`):
+    /// a step with any is not kept up.
+    pub not_sent: u64,
     pub acks_ok: u64,
     pub errors: BTreeMap<String, u64>,
     pub presence_events: u64,
@@ -82,6 +85,12 @@ pub enum Report {
     Held { alive: u64, dropped: BTreeMap<String, u64> },
     Fatal(String),
 }
+
+/// Messages sent per pass of the step loop before reading again.
+const SEND_BATCH: u64 = 4096;
+/// How far past a step's end the generator may still be sending its
+/// schedule before it gives up on the rest.
+const BEHIND_GRACE: Duration = Duration::from_secs(1);
 
 pub fn unix_ns() -> u64 {
     SystemTime::now()
@@ -265,7 +274,10 @@ impl<E: FnMut(Report)> Worker<E> {
             .then(|| Duration::from_secs_f64(1.0 / self.plan.churn_rate));
         loop {
             let now = Instant::now();
-            while k < count {
+            // A bounded batch per pass, so deliveries keep being read even
+            // when the schedule is far ahead of what this process can send.
+            let batch_end = k.saturating_add(SEND_BATCH);
+            while k < count && k < batch_end {
                 let Some(at) = step.due(k) else { break };
                 if start + at > now {
                     break;
@@ -305,7 +317,13 @@ impl<E: FnMut(Report)> Worker<E> {
                     r.sent += 1;
                     self.tick.sent += 1;
                 } else {
-                    *r.errors.entry("publisher not connected".into()).or_insert(0) += 1;
+                    let why = if self.fleet.conns.get(conn).is_some_and(|c| c.state == State::Ready) {
+                        "not sent: 8 MiB already queued to the target"
+                    } else {
+                        "not sent: publisher not connected"
+                    };
+                    *r.errors.entry(why.into()).or_insert(0) += 1;
+                    r.not_sent += 1;
                 }
             }
             if let Some(iv) = churn_interval {
@@ -322,6 +340,15 @@ impl<E: FnMut(Report)> Worker<E> {
                 }
             }
             if k >= count && now >= end {
+                break;
+            }
+            if k < count && now >= end + BEHIND_GRACE {
+                // The generator could not keep its own schedule: say so
+                // rather than run on past the step.
+                *r.errors
+                    .entry("not sent: generator behind schedule".into())
+                    .or_insert(0) += count - k;
+                r.not_sent += count - k;
                 break;
             }
             let next = step.due(k).map_or(end, |d| start + d).min(end);

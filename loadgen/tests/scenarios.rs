@@ -6,7 +6,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -14,6 +13,9 @@ use std::time::Duration;
 
 use herald_gateway::{NodeConfig, NodeHandle};
 use serde_json::Value;
+
+mod support;
+use support::{loadgen, read, tmp, u};
 
 fn node() -> NodeHandle {
     let mut config = NodeConfig {
@@ -25,39 +27,6 @@ fn node() -> NodeHandle {
     config.session.limits.publish_rate_per_sec = 1_000_000;
     config.session.limits.publish_burst = 1_000_000;
     NodeHandle::spawn(config).expect("node starts")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("herald-loadgen-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-/// Runs `herald-loadgen ARGS --json FILE --quiet` and returns the report.
-fn loadgen(args: &[&str], name: &str) -> Value {
-    let json = tmp(&format!("{name}.json"));
-    let out = Command::new(env!("CARGO_BIN_EXE_herald-loadgen"))
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .arg("--quiet")
-        .output()
-        .expect("herald-loadgen runs");
-    assert!(
-        out.status.success(),
-        "herald-loadgen {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    read(&json)
-}
-
-fn read(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
 /// delivered + lost = expected, for the run and for every step, and the
@@ -307,10 +276,12 @@ fn workers_split_the_connections_and_merge_the_counts() {
     node.shutdown();
 }
 
-/// A TCP proxy that can stop passing the target's bytes to the clients.
+/// A TCP proxy that can stop passing bytes: the target's to the clients
+/// (`stalled`) or the clients' to the target (`stalled_up`).
 struct Proxy {
     addr: SocketAddr,
     stalled: Arc<AtomicBool>,
+    stalled_up: Arc<AtomicBool>,
     connections: Arc<AtomicUsize>,
 }
 
@@ -318,8 +289,9 @@ fn proxy(upstream: SocketAddr) -> Proxy {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let stalled = Arc::new(AtomicBool::new(false));
+    let stalled_up = Arc::new(AtomicBool::new(false));
     let connections = Arc::new(AtomicUsize::new(0));
-    let (s, n) = (stalled.clone(), connections.clone());
+    let (s, up, n) = (stalled.clone(), stalled_up.clone(), connections.clone());
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
@@ -328,26 +300,28 @@ fn proxy(upstream: SocketAddr) -> Proxy {
             };
             n.fetch_add(1, Ordering::SeqCst);
             let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            std::thread::spawn(move || pipe(c2, s2, None));
+            let stall_up = up.clone();
+            std::thread::spawn(move || pipe(c2, s2, stall_up));
             let stall = s.clone();
-            std::thread::spawn(move || pipe(server, client, Some(stall)));
+            std::thread::spawn(move || pipe(server, client, stall));
         }
     });
     Proxy {
         addr,
         stalled,
+        stalled_up,
         connections,
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, stall: Option<Arc<AtomicBool>>) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, stall: Arc<AtomicBool>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        while stall.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+        while stall.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(5));
         }
         if to.write_all(&buf[..n]).is_err() {
@@ -468,6 +442,104 @@ fn a_late_generator_counts_from_the_schedule() {
         r["latency_us"]["p99"]
     );
     assert_eq!(u(&r["sent"]), 600, "late messages are sent, not skipped");
+    node.shutdown();
+}
+
+/// More than this process can send: the step ends on time, says how many
+/// messages it could not send, and is not counted as kept up. Every
+/// subscriber stays connected while the node coalesces large bursts to it.
+#[test]
+fn a_schedule_beyond_the_generator_is_reported_not_chased() {
+    let node = node();
+    let target = format!("ws://{}/ws", node.addr);
+    let started = std::time::Instant::now();
+    let r = loadgen(
+        &[
+            "fanout",
+            "--target",
+            &target,
+            "--subscribers",
+            "10",
+            "--rate",
+            "5000000",
+            "--duration",
+            "1s",
+            "--drain",
+            "1s",
+        ],
+        "behind",
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_consistent(&r);
+    let s = &r["rate"]["steps"][0];
+    assert!(u(&s["not_sent"]) > 0);
+    assert!(
+        u(&s["errors"]["not sent: generator behind schedule"]) > 0,
+        "{}",
+        s["errors"]
+    );
+    assert_eq!(s["kept_up"], false);
+    assert!(r["rate"]["max_sustained_deliveries_per_sec"].is_null());
+    assert!(
+        !s["errors"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("dropped")),
+        "no subscriber dropped: {}",
+        s["errors"]
+    );
+    node.shutdown();
+}
+
+/// A target that stops reading: the generator queues at most 8 MiB per
+/// connection and counts the rest as not sent, instead of growing.
+#[test]
+fn a_target_that_stops_reading_does_not_grow_the_generator() {
+    let node = node();
+    let p = proxy(node.addr);
+    let target = format!("ws://{}/ws", p.addr);
+    let (up, conns) = (p.stalled_up.clone(), p.connections.clone());
+    let staller = std::thread::spawn(move || {
+        while conns.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Let the handshakes through, then stop forwarding what clients send.
+        std::thread::sleep(Duration::from_millis(500));
+        up.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(3));
+        up.store(false, Ordering::SeqCst);
+    });
+    // 2,000 publishes/s of 16,000 B is 32 MB/s into a stalled socket.
+    let r = loadgen(
+        &[
+            "fanout",
+            "--target",
+            &target,
+            "--subscribers",
+            "1",
+            "--rate",
+            "2000",
+            "--payload",
+            "16000",
+            "--duration",
+            "2s",
+            "--drain",
+            "1s",
+            "--connect-window",
+            "1",
+        ],
+        "stuck",
+    );
+    staller.join().unwrap();
+    assert_consistent(&r);
+    let s = &r["rate"]["steps"][0];
+    assert!(
+        u(&s["errors"]["not sent: 8 MiB already queued to the target"]) > 0,
+        "{}",
+        s["errors"]
+    );
+    assert_eq!(s["kept_up"], false);
     node.shutdown();
 }
 

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+mod support;
+use support::{loadgen, u};
 
 struct Server(Child);
 
@@ -48,23 +49,6 @@ fn start_server() -> (Server, u16) {
         std::thread::sleep(Duration::from_millis(50));
     }
     (server, port)
-}
-
-fn loadgen(args: &[&str], name: &str) -> Value {
-    let json = std::env::temp_dir().join(format!("herald-loadgen-sio-{}-{name}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_herald-loadgen"))
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .arg("--quiet")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
 }
 
 #[test]
