@@ -14,8 +14,8 @@ fn json_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("raw-ceiling-test-{}-{name}.json", std::process::id()))
 }
 
-/// Runs the binary with `args` plus `--json`, checks it succeeded within a
-/// few seconds, and returns the JSON report.
+/// Runs the binary with `args` plus `--json`, checks it succeeded and
+/// ended (the bound is for hangs, not speed), and returns the JSON report.
 fn run_json(name: &str, args: &[&str]) -> Value {
     let path = json_path(name);
     let started = Instant::now();
@@ -32,7 +32,10 @@ fn run_json(name: &str, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr),
         String::from_utf8_lossy(&out.stdout)
     );
-    assert!(took < Duration::from_secs(5), "raw-ceiling {args:?} took {took:?}");
+    // Not a speed check: with a paused receiver the kernel's zero-window
+    // probes back off, and 1 run in 5 here took 4.4 s instead of 0.6 s
+    // (one CI run: 6.3 s with the other tests in parallel).
+    assert!(took < Duration::from_secs(30), "raw-ceiling {args:?} took {took:?}");
     let text = std::fs::read_to_string(&path).expect("read JSON report");
     let _ = std::fs::remove_file(&path);
     serde_json::from_str(&text).expect("valid JSON")
