@@ -295,6 +295,7 @@ pub fn fmt_us(us: u64) -> String {
 fn merge_steps(results: Vec<StepResult>) -> (StepResult, Latency) {
     let mut total = StepResult::default();
     let mut hist = Latency::new();
+    let mut send_lag = Latency::new();
     for r in results {
         total.sent += r.sent;
         // Every worker counts the deliveries it expects for its own receivers.
@@ -314,7 +315,9 @@ fn merge_steps(results: Vec<StepResult>) -> (StepResult, Latency) {
             *total.errors.entry(k).or_insert(0) += v;
         }
         hist.merge(&Latency::from_pairs(&r.latency));
+        send_lag.merge(&Latency::from_pairs(&r.send_lag));
     }
+    total.send_lag = send_lag.to_pairs();
     (total, hist)
 }
 
@@ -397,6 +400,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
             "typing_events": r.typing_events,
             "deliveries_per_sec": round2(dps),
             "latency_us": h.summary(),
+            "send_lag_us": Latency::from_pairs(&r.send_lag).summary(),
             "median_second_2_us": r.first_p50_us,
             "median_last_second_us": r.last_p50_us,
             "kept_up": kept,
@@ -659,6 +663,8 @@ mod tests {
         (0..50).for_each(|_| hb.record(50_000));
         a.latency = ha.to_pairs();
         b.latency = hb.to_pairs();
+        a.send_lag = ha.to_pairs();
+        b.send_lag = Latency::new().to_pairs();
         a.errors.insert("x".into(), 2);
         b.errors.insert("x".into(), 3);
         let (t, h) = merge_steps(vec![a, b]);
@@ -668,6 +674,7 @@ mod tests {
         );
         assert_eq!(t.errors["x"], 5);
         assert_eq!(h.count(), 149);
+        assert_eq!(Latency::from_pairs(&t.send_lag).count(), 99, "send lags merge too");
         assert!(h.quantile(0.99) >= 49_000);
     }
 

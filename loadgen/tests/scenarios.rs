@@ -18,6 +18,10 @@ mod support;
 use support::{loadgen, read, tmp, u};
 
 fn node() -> NodeHandle {
+    node_with(|_| {})
+}
+
+fn node_with(adjust: impl FnOnce(&mut NodeConfig)) -> NodeHandle {
     let mut config = NodeConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         shards: 2,
@@ -26,6 +30,7 @@ fn node() -> NodeHandle {
     // Publishers here send far above the default per-connection limit.
     config.session.limits.publish_rate_per_sec = 1_000_000;
     config.session.limits.publish_burst = 1_000_000;
+    adjust(&mut config);
     NodeHandle::spawn(config).expect("node starts")
 }
 
@@ -89,6 +94,7 @@ fn fanout_counts_add_up_and_nothing_is_lost_on_loopback() {
         assert_eq!(u(&s["duplicated"]), 0);
         assert_eq!(u(&s["out_of_order"]), 0);
         assert_eq!(u(&s["acks_ok"]), u(&s["sent"]));
+        assert_eq!(u(&s["send_lag_us"]["count"]), u(&s["sent"]));
     }
     assert_eq!(u(&steps[0]["sent"]), 200);
     assert_eq!(u(&steps[1]["sent"]), 400);
@@ -391,6 +397,9 @@ fn a_stalled_target_raises_p99() {
     assert!(p90(&stalled) >= 100_000, "stalled p90 {} µs", p90(&stalled));
     assert!(p99(&calm) * 4 < p99(&stalled), "calm p99 {} µs", p99(&calm));
     assert_eq!(u(&stalled["lost"]), 0, "a stall delays, it does not lose");
+    // The wait was the target's: the generator kept its schedule.
+    let lag = &stalled["rate"]["steps"][0]["send_lag_us"];
+    assert!(u(&lag["p99"]) < 100_000, "send lag {lag}");
 }
 
 /// The other half of coordinated omission: when the generator itself is
@@ -442,6 +451,10 @@ fn a_late_generator_counts_from_the_schedule() {
         r["latency_us"]["p99"]
     );
     assert_eq!(u(&r["sent"]), 600, "late messages are sent, not skipped");
+    // ... and the report says the generator was the late one.
+    let lag = &r["rate"]["steps"][0]["send_lag_us"];
+    assert_eq!(u(&lag["count"]), 600);
+    assert!(u(&lag["max"]) >= 500_000, "send lag {lag}");
     node.shutdown();
 }
 
@@ -450,7 +463,11 @@ fn a_late_generator_counts_from_the_schedule() {
 /// subscriber stays connected while the node coalesces large bursts to it.
 #[test]
 fn a_schedule_beyond_the_generator_is_reported_not_chased() {
-    let node = node();
+    // The flood is far beyond what one process reads back, so the node's
+    // slow-consumer limit (1 MiB by default) is raised out of the way:
+    // this test is about the generator, which must take multi-megabyte
+    // bursts without dropping a subscriber itself.
+    let node = node_with(|c| c.session.limits.max_outbound_bytes = 256 << 20);
     let target = format!("ws://{}/ws", node.addr);
     let started = std::time::Instant::now();
     let r = loadgen(
