@@ -50,7 +50,8 @@ const BACKLOG_RETRY: Duration = Duration::from_millis(1);
 /// beyond it pings are not answered (RFC 6455 allows answering only the
 /// latest), so a client cannot grow our memory by pinging without reading.
 const MAX_CONTROL_QUEUE: usize = 4 * 1024;
-/// Socket writes between two looks at the inbox during a long write pass.
+/// Socket writes between two looks at the inbox and the sockets' readiness
+/// during a long write pass.
 const WRITES_BETWEEN_INBOX: usize = 64;
 /// Messages from other shards handled per iteration before sockets get a turn.
 const INBOX_BATCH: usize = 4096;
@@ -94,11 +95,16 @@ pub(crate) struct Shard {
     pub(crate) epoch_base: u64,
     /// Server API requests waiting for every shard's answer.
     pub(crate) gathers: HashMap<ConnKey, crate::api::Gather>,
+    events: Events,
     read_buf: Box<[u8]>,
     to_read: Vec<usize>,
     pub(crate) to_write: Vec<usize>,
     draining: Option<Instant>,
     accept_paused: bool,
+    /// A peer shard's channel is full: client input waits.
+    backlog: bool,
+    /// A write pass sent this shard messages: handle them before sleeping.
+    sent_to_self: bool,
 }
 
 impl std::fmt::Debug for Shard {
@@ -126,11 +132,14 @@ impl Shard {
             user_conns: HashMap::new(),
             epoch_base: epoch_base(crate::unix_ms(), id),
             gathers: HashMap::new(),
+            events: Events::with_capacity(1024),
             read_buf: vec![0; READ_BUF].into_boxed_slice(),
             to_read: Vec::new(),
             to_write: Vec::new(),
             draining: None,
             accept_paused: false,
+            backlog: false,
+            sent_to_self: false,
             shared,
         };
         if let Some(l) = shard.listener.as_mut()
@@ -143,47 +152,25 @@ impl Shard {
 
     /// Runs until drained after a shutdown message.
     pub(crate) fn run(mut self) {
-        let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
-        let mut backlog = false;
         let mut busy = false;
         loop {
             let now = Instant::now();
-            let timeout = if busy || (!backlog && !self.to_read.is_empty()) || !self.to_write.is_empty() {
+            let timeout = if busy || (!self.backlog && !self.to_read.is_empty()) || !self.to_write.is_empty() {
                 Duration::ZERO
-            } else if backlog {
+            } else if self.backlog {
                 // Nothing wakes us when a full peer channel drains: retry soon.
                 BACKLOG_RETRY.min(next_tick.saturating_duration_since(now))
             } else {
                 next_tick.saturating_duration_since(now)
             };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
-                && e.kind() != io::ErrorKind::Interrupted
-            {
-                tracing::error!(shard = self.id, error = %e, "poll failed; shard stops");
+            if !self.poll_events(timeout) {
                 return;
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept(),
-                    WAKER => {}
-                    Token(slot) => {
-                        let Some(c) = self.conns.get_mut(slot) else { continue };
-                        if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && !c.queued_read {
-                            c.queued_read = true;
-                            self.to_read.push(slot);
-                        }
-                        if ev.is_writable() || ev.is_error() {
-                            c.blocked = false;
-                            self.mark_write(slot);
-                        }
-                    }
-                }
             }
             busy = self.handle_inbox(INBOX_BATCH) == INBOX_BATCH;
             // While other shards' channels are full, stop taking client input
             // so the pressure reaches clients as TCP back-pressure.
-            if !backlog {
+            if !self.backlog {
                 self.read_ready();
             }
             // Hand publishes and deliveries to other shards before writing
@@ -192,8 +179,8 @@ impl Shard {
             let early = self.mesh.flush();
             self.write_ready();
             let flushed = self.mesh.flush();
-            backlog = flushed.backlog;
-            busy |= early.to_self || flushed.to_self;
+            self.backlog = flushed.backlog;
+            busy |= early.to_self || flushed.to_self || std::mem::take(&mut self.sent_to_self);
             let now = Instant::now();
             if now >= next_tick {
                 self.tick(now);
@@ -212,6 +199,39 @@ impl Shard {
                 return;
             }
         }
+    }
+
+    /// Waits up to `timeout` for readiness and queues what it reports:
+    /// accepts, reads, writes. False if polling failed (the shard stops).
+    fn poll_events(&mut self, timeout: Duration) -> bool {
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, Some(timeout));
+        if let Err(e) = polled
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            tracing::error!(shard = self.id, error = %e, "poll failed; shard stops");
+            self.events = events;
+            return false;
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                LISTENER => self.accept(),
+                WAKER => {}
+                Token(slot) => {
+                    let Some(c) = self.conns.get_mut(slot) else { continue };
+                    if (ev.is_readable() || ev.is_read_closed() || ev.is_error()) && !c.queued_read {
+                        c.queued_read = true;
+                        self.to_read.push(slot);
+                    }
+                    if ev.is_writable() || ev.is_error() {
+                        c.blocked = false;
+                        self.mark_write(slot);
+                    }
+                }
+            }
+        }
+        self.events = events;
+        true
     }
 
     fn accept(&mut self) {
@@ -621,19 +641,35 @@ impl Shard {
         handled
     }
 
+    /// One pass over the connections that have something to write. Frames
+    /// queued during the pass (for connections it has already written) wait
+    /// for the next loop iteration, so timers and accepts still get turns
+    /// under continuous load.
     fn write_ready(&mut self) {
-        // Writing can queue more (a closing session's events); loop until done.
-        while !self.to_write.is_empty() {
-            let slots = std::mem::take(&mut self.to_write);
-            for (i, slot) in slots.into_iter().enumerate() {
-                self.write_conn(slot);
-                // A long write pass (thousands of sockets) must not hold up
-                // other shards' requests: take their messages in between,
-                // and pass on what they cause.
-                if i % WRITES_BETWEEN_INBOX == WRITES_BETWEEN_INBOX - 1 && self.handle_inbox(INBOX_BATCH) > 0 {
-                    let _ = self.mesh.flush();
-                }
+        let slots = std::mem::take(&mut self.to_write);
+        for (i, slot) in slots.into_iter().enumerate() {
+            self.write_conn(slot);
+            if i % WRITES_BETWEEN_INBOX == WRITES_BETWEEN_INBOX - 1 {
+                self.between_writes();
             }
+        }
+    }
+
+    /// Input taken in the middle of a long write pass (thousands of
+    /// sockets): other shards' messages, and, unless a peer channel is
+    /// full, client frames. A message published now reaches the
+    /// connections the pass has not written yet in this same pass, instead
+    /// of waiting for a whole pass to end and then its place in the next.
+    fn between_writes(&mut self) {
+        let mut handled = self.handle_inbox(INBOX_BATCH) > 0;
+        if !self.backlog && self.poll_events(Duration::ZERO) && !self.to_read.is_empty() {
+            self.read_ready();
+            handled = true;
+        }
+        if handled {
+            let flushed = self.mesh.flush();
+            self.backlog |= flushed.backlog;
+            self.sent_to_self |= flushed.to_self;
         }
     }
 
