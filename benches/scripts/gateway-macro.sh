@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Reproduces the gateway figures in BENCHMARKS.md on this machine, in one
 # run: the kernel's fan-out ceiling, idle memory per connection at 15,000
-# connections, and fan-out (1 room x 5,000 subscribers; 1,000 rooms x 10).
-# Results (JSON) go to ${OUT:-target/macro}. Bounded: each step has a fixed
-# duration; the whole script takes about 2 minutes here.
+# connections, and fan-out (1 room x 5,000 subscribers; 1,000 rooms x 10)
+# with the node on 2 shards and on 1 shard, each as a rate sweep followed by
+# one step at half of the sweep's max. Results (JSON) go to
+# ${OUT:-target/macro}. Bounded: each step has a fixed duration; the whole
+# script takes about 6 minutes here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-target/macro}
 PORT=${PORT:-18480}
-SHARDS=${SHARDS:-2}
 mkdir -p "$OUT"
 # Source addresses: ~15,000 connections per scenario from 127.0.0.1 alone
 # meet the previous scenario's TIME_WAIT sockets in the ephemeral port
@@ -22,7 +23,7 @@ start_node() {
   # Publish limits are raised so a few publisher connections can drive the
   # schedule; everything else is the default configuration.
   HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
-    "$@" target/release/herald serve --listen "127.0.0.1:$PORT" --shards "$SHARDS" \
+    "$@" target/release/herald serve --listen "127.0.0.1:$PORT" --shards "${SHARDS:-2}" \
     --data-dir "$OUT/data" >"$OUT/herald.log" 2>&1 &
   node_pid=$!
   for _ in $(seq 100); do
@@ -58,17 +59,35 @@ $LG connect --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC \
   --connections 15000 --connect-rate 5000 --hold 5s --quiet --json "$OUT/idle-eager.json"
 stop_node
 
-echo "== fan-out: 1 room x 5,000 subscribers, 64 B"
-start_node
-$LG fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC \
-  --subscribers 5000 --rooms 1 --publishers 1 --payload 64 --duration 5s --all-steps \
-  --rates "${RATES_5000:-2,10,20,50,100,200,400}" --quiet --json "$OUT/fanout-5000.json"
-stop_node
+half_rate() { # the mean rate of the best kept-up step, halved
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rate"]["max_sustained_rate"]; print(r/2 if r else 0)' "$1"
+}
 
-echo "== fan-out: 10,000 clients in 1,000 rooms of 10, 64 B"
-start_node
-$LG fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC \
-  --subscribers 10000 --rooms 1000 --publishers 20 --payload 64 --duration 5s --all-steps \
-  --rates "${RATES_10:-1000,2500,5000,7500,10000,20000,40000}" --quiet --json "$OUT/fanout-10x1000.json"
-stop_node
+# fanout NAME RATES SHAPE...: on a fresh node, the rate sweep (every step),
+# then one step at half of the sweep's max sustained rate.
+fanout() {
+  local name=$1 rates=$2; shift 2
+  start_node
+  local lg=("$LG" fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC "$@"
+    --payload 64 --duration 5s --quiet)
+  "${lg[@]}" --all-steps --rates "$rates" --json "$OUT/$name-s$SHARDS.json"
+  local half
+  half=$(half_rate "$OUT/$name-s$SHARDS.json")
+  if [ "$half" != 0 ]; then
+    "${lg[@]}" --rate "$half" --keep-up 0 --json "$OUT/$name-s$SHARDS-half.json"
+  fi
+  stop_node
+}
+
+# 2 shards is the default on this machine (one per core). 1 shard is one
+# writer thread, like the kernel ceiling's, with the load generator on the
+# other core, as the ceiling's reader is.
+for SHARDS in 2 1; do
+  echo "== fan-out, $SHARDS shard(s): 1 room x 5,000 subscribers, 64 B"
+  fanout fanout-5000 "${RATES_5000:-2,10,20,50,100,200,400,800}" \
+    --subscribers 5000 --rooms 1 --publishers 1
+  echo "== fan-out, $SHARDS shard(s): 10,000 clients in 1,000 rooms of 10, 64 B"
+  fanout fanout-10x1000 "${RATES_10:-1000,2500,5000,7500,10000,12000,14000,20000}" \
+    --subscribers 10000 --rooms 1000 --publishers 20
+done
 echo "results in $OUT"
