@@ -325,7 +325,7 @@ fn merge_steps(results: Vec<StepResult>) -> (StepResult, Latency) {
 /// sent (not, say, held back because the target stopped reading or the
 /// generator fell behind), (b) enough of the expected deliveries arrived by
 /// the end of the drain window and (c) the median in the step's last second
-/// is at most twice (+10 ms) the median of its second second: a queue that
+/// is at most 1.5 times (+10 ms) the median of its second second: a queue that
 /// keeps growing fails (c) even if it drains.
 pub fn kept_up(r: &StepResult, keep_up: f64) -> bool {
     let ratio = if r.expected == 0 {
@@ -333,7 +333,10 @@ pub fn kept_up(r: &StepResult, keep_up: f64) -> bool {
     } else {
         r.delivered as f64 / r.expected as f64
     };
-    let growing = r.last_p50_us > 2 * r.first_p50_us + 10_000;
+    // 1.5x, not 2x: in a 5 s step a queue that starts building in the first
+    // second is already deep by the second; at 2x, medians growing from
+    // 0.6 s to 1.1 s (170 ms more every second) still passed.
+    let growing = r.last_p50_us > r.first_p50_us + r.first_p50_us / 2 + 10_000;
     r.not_sent == 0 && ratio >= keep_up && !growing
 }
 
@@ -698,6 +701,20 @@ mod tests {
             ..ok.clone()
         };
         assert!(!kept_up(&growing, 0.99));
+        // A deep queue that keeps growing, by less than 2x within the step.
+        let deep = StepResult {
+            first_p50_us: 618_000,
+            last_p50_us: 1_126_000,
+            ..ok.clone()
+        };
+        assert!(!kept_up(&deep, 0.99));
+        // A standing queue that does not grow is kept up.
+        let standing = StepResult {
+            first_p50_us: 50_000,
+            last_p50_us: 80_000,
+            ..ok.clone()
+        };
+        assert!(kept_up(&standing, 0.99));
         let behind = StepResult { not_sent: 1, ..ok };
         assert!(
             !kept_up(&behind, 0.99),
