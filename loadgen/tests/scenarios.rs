@@ -337,24 +337,43 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, stall: Arc<AtomicBool>) {
     let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
+impl Proxy {
+    /// Blocks until `n` clients have connected through the proxy.
+    fn wait_for(&self, n: usize) {
+        while self.connections.load(Ordering::SeqCst) < n {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// From another thread: once `n` clients are connected and `after` has
+    /// passed, raises `flag` (one of this proxy's stalls) for `hold`.
+    fn stall_later(
+        &self,
+        flag: &Arc<AtomicBool>,
+        n: usize,
+        after: Duration,
+        hold: Duration,
+    ) -> std::thread::JoinHandle<()> {
+        let (flag, conns) = (flag.clone(), self.connections.clone());
+        std::thread::spawn(move || {
+            while conns.load(Ordering::SeqCst) < n {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(after);
+            flag.store(true, Ordering::SeqCst);
+            std::thread::sleep(hold);
+            flag.store(false, Ordering::SeqCst);
+        })
+    }
+}
+
 fn stall_run(stall: bool, name: &str) -> Value {
     let node = node();
     let p = proxy(node.addr);
     let target = format!("ws://{}/ws", p.addr);
-    let (flag, conns) = (p.stalled.clone(), p.connections.clone());
-    let staller = std::thread::spawn(move || {
-        // Once all 11 connections are up, let a second of the step pass,
-        // then hold every delivery back for 800 ms.
-        while conns.load(Ordering::SeqCst) < 11 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if stall {
-            std::thread::sleep(Duration::from_millis(1_000));
-            flag.store(true, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(800));
-            flag.store(false, Ordering::SeqCst);
-        }
-    });
+    // Once all 11 connections are up, let a second of the step pass, then
+    // hold every delivery back for 800 ms.
+    let staller = stall.then(|| p.stall_later(&p.stalled, 11, Duration::from_secs(1), Duration::from_millis(800)));
     let r = loadgen(
         &[
             "fanout",
@@ -375,7 +394,9 @@ fn stall_run(stall: bool, name: &str) -> Value {
         ],
         name,
     );
-    staller.join().unwrap();
+    if let Some(staller) = staller {
+        staller.join().unwrap();
+    }
     node.shutdown();
     r
 }
@@ -434,9 +455,7 @@ fn a_late_generator_counts_from_the_schedule() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    while p.connections.load(Ordering::SeqCst) < 11 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    p.wait_for(11);
     std::thread::sleep(Duration::from_millis(1_000));
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
@@ -516,17 +535,8 @@ fn a_target_that_stops_reading_does_not_grow_the_generator() {
     let node = node();
     let p = proxy(node.addr);
     let target = format!("ws://{}/ws", p.addr);
-    let (up, conns) = (p.stalled_up.clone(), p.connections.clone());
-    let staller = std::thread::spawn(move || {
-        while conns.load(Ordering::SeqCst) < 2 {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        // Let the handshakes through, then stop forwarding what clients send.
-        std::thread::sleep(Duration::from_millis(500));
-        up.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_secs(3));
-        up.store(false, Ordering::SeqCst);
-    });
+    // Let the handshakes through, then stop forwarding what clients send.
+    let staller = p.stall_later(&p.stalled_up, 2, Duration::from_millis(500), Duration::from_secs(3));
     // 2,000 publishes/s of 16,000 B is 32 MB/s into a stalled socket.
     let r = loadgen(
         &[
