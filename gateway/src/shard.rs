@@ -663,6 +663,7 @@ impl Shard {
     fn between_writes(&mut self) {
         let mut handled = self.handle_inbox(INBOX_BATCH) > 0;
         if !self.backlog && self.poll_events(Duration::ZERO) && !self.to_read.is_empty() {
+            ShardStats::add(&self.stats.write_pass_reads, self.to_read.len() as u64);
             self.read_ready();
             handled = true;
         }

@@ -53,6 +53,7 @@ pub(crate) struct ShardStats {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
     pub(crate) write_syscalls: AtomicU64,
+    pub(crate) write_pass_reads: AtomicU64,
     pub(crate) publishes: AtomicU64,
     pub(crate) deliveries: AtomicU64,
     pub(crate) http_requests: AtomicU64,
@@ -124,7 +125,7 @@ pub(crate) fn render(node_id: &str, shards: &[Arc<ShardStats>], accepting: bool)
             let _ = writeln!(out, "{name}{{node=\"{node}\",shard=\"{i}\"}} {}", get(s));
         }
     }
-    let counters: [Metric<u64>; 8] = [
+    let counters: [Metric<u64>; 9] = [
         ("herald_frames_in_total", "Frames received from clients.", |s| {
             s.frames_in.load(Relaxed)
         }),
@@ -141,6 +142,11 @@ pub(crate) fn render(node_id: &str, shards: &[Arc<ShardStats>], accepting: bool)
             "herald_write_syscalls_total",
             "Socket write calls (frames are coalesced per connection).",
             |s| s.write_syscalls.load(Relaxed),
+        ),
+        (
+            "herald_write_pass_reads_total",
+            "Sockets read in the middle of a long write pass (what they publish reaches the rest of the pass).",
+            |s| s.write_pass_reads.load(Relaxed),
         ),
         ("herald_publishes_total", "Messages accepted by room owners.", |s| {
             s.publishes.load(Relaxed)

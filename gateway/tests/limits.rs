@@ -41,19 +41,6 @@ async fn next_message(events: &mut Events) -> Delivery {
     .await
 }
 
-/// Sum over shards of the `/metrics` samples of `name` whose labels contain
-/// `labels`.
-async fn metric(addr: SocketAddr, name: &str, labels: &str) -> u64 {
-    let resp = HttpConn::open(addr).await.request("GET", "/metrics", None, None).await;
-    assert_eq!(resp.status, 200);
-    resp.text()
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
-        .sum::<i64>()
-        .max(0) as u64
-}
-
 /// Polls `/metrics` until `name{labels}` reaches `at_least`; returns the
 /// last value (which is below `at_least` if the wait bound passed).
 async fn wait_metric(addr: SocketAddr, name: &str, labels: &str, at_least: u64) -> u64 {

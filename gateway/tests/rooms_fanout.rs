@@ -1,7 +1,9 @@
 //! Fan-out over real loopback sockets on a four-shard node: every subscriber
 //! gets every message of its room exactly once, in offset order, whatever
 //! shard it and the publishers landed on; rooms do not leak into each other;
-//! unsubscribing stops delivery and subscribing again does not duplicate it.
+//! unsubscribing stops delivery and subscribing again does not duplicate it;
+//! messages published while one shard writes to hundreds of sockets are
+//! taken in the middle of that pass and still arrive once each, in order.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -352,5 +354,59 @@ async fn unsubscribe_while_the_subscribe_is_pending_stops_delivery() {
         Some((2, BodyT::Subscribed(_))) => panic!("a cancelled subscribe was confirmed"),
         other => panic!("unexpected {other:?}"),
     }
+    stop(node).await;
+}
+
+/// One shard, 200 subscribers: every write pass is long enough (200
+/// sockets) for the shard to read sockets in the middle of it. Publishers
+/// whose ack went out early in a pass publish again before it ends, so
+/// their messages are taken mid-pass; every subscriber still gets every
+/// message once, in offset order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_taken_during_a_long_write_pass_arrive_once_in_order() {
+    const ROOM: &str = "chat:long-pass";
+    const SUBSCRIBERS: usize = 200;
+    const PUBLISHERS: usize = 5;
+    const PER_PUBLISHER: usize = 40;
+    const TOTAL: usize = PUBLISHERS * PER_PUBLISHER;
+    let node = node_with(NodeConfig {
+        shards: 1,
+        ..NodeConfig::default()
+    });
+    let mut subscribers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let (c, events) = client(&node.url(), &format!("sub{i}")).await;
+        c.subscribe(ROOM, NO_PRESENCE).await.unwrap();
+        subscribers.push((c, events));
+    }
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (publisher, events) = client(&node.url(), &format!("pub{p}")).await;
+        tasks.push(tokio::spawn(async move {
+            let _keep = events;
+            for seq in 0..PER_PUBLISHER {
+                publisher
+                    .publish(ROOM, format!("p{p}-{seq}").into_bytes(), PublishOptions::default())
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(WAIT, t).await.unwrap().unwrap();
+    }
+    for (i, (_c, events)) in subscribers.iter_mut().enumerate() {
+        let mut offsets = Vec::with_capacity(TOTAL);
+        while offsets.len() < TOTAL {
+            offsets.push(next_message(events).await.offset);
+        }
+        assert_eq!(
+            offsets,
+            (1..=TOTAL as u64).collect::<Vec<_>>(),
+            "subscriber {i}: every offset once, in order"
+        );
+    }
+    let mid_pass = metric(node.addr, "herald_write_pass_reads_total", "").await;
+    assert!(mid_pass > 0, "no socket was read during a write pass");
     stop(node).await;
 }

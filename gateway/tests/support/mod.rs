@@ -173,6 +173,19 @@ pub fn request_bytes(method: &str, path: &str, api_key: Option<&str>, body: Opti
 /// A hand-written HTTP/1.1 client connection over a loopback TCP stream, so
 /// the gateway's own HTTP handling is what the tests see (keep-alive,
 /// malformed input, status lines).
+/// Sum over shards of the `/metrics` samples of `name` whose labels contain
+/// `labels`.
+pub async fn metric(addr: std::net::SocketAddr, name: &str, labels: &str) -> u64 {
+    let resp = HttpConn::open(addr).await.request("GET", "/metrics", None, None).await;
+    assert_eq!(resp.status, 200);
+    resp.text()
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum::<i64>()
+        .max(0) as u64
+}
+
 pub struct HttpConn {
     reader: tokio::io::BufReader<TcpStream>,
 }
