@@ -12,6 +12,7 @@
 # $OUT; the last lines print the table BENCHMARKS.md records. About 4 min here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/scripts/lib.sh
 OUT=${OUT:-target/compare}
 HERALD_PORT=${HERALD_PORT:-18700}
 SIO_PORT=${SIO_PORT:-18701}
@@ -42,15 +43,11 @@ start() { # start herald|socketio
       (cd benches/peers/socketio && PORT=$SIO_PORT exec node server.js) >"$OUT/socketio.log" 2>&1 &
       pid=$!; url="socketio://127.0.0.1:$SIO_PORT"; health="http://127.0.0.1:$SIO_PORT/health" ;;
   esac
-  for _ in $(seq 100); do curl -fs "$health" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  wait_healthy "$health" && return 0
   echo "$1 did not start" >&2; exit 1
 }
 stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; }
 trap stop EXIT
-
-half_rate() { # the mean rate of the best kept-up step, halved
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rate"]["max_sustained_rate"]; print(r/2 if r else 0)' "$1"
-}
 
 # fanout_case NAME RATES SHAPE...: on a fresh target $t, the rate steps,
 # then one step at half of the target's own max and (Herald) one at

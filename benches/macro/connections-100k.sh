@@ -7,6 +7,7 @@
 # Bounded: connect at RATE/s, hold HOLD.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/scripts/lib.sh
 OUT=${OUT:-target/macro}
 NODES=${NODES:-6}
 CONNECTIONS=${CONNECTIONS:-102000}
@@ -28,10 +29,7 @@ for i in $(seq 0 $((NODES - 1))); do
   targets+=("ws://127.0.0.1:$port/ws")
 done
 for i in $(seq 0 $((NODES - 1))); do
-  for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$((BASE_PORT + i))/health" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  wait_healthy "http://127.0.0.1:$((BASE_PORT + i))/health" || { echo "node $i did not start" >&2; exit 1; }
 done
 IFS=, ; target_list="${targets[*]}"; pid_list="${pids[*]}"; unset IFS
 target/release/herald-loadgen connect --target "$target_list" --workers "$NODES" \

@@ -8,6 +8,7 @@
 # script takes about 6 minutes here.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/scripts/lib.sh
 OUT=${OUT:-target/macro}
 PORT=${PORT:-18480}
 mkdir -p "$OUT"
@@ -26,10 +27,7 @@ start_node() {
     "$@" target/release/herald serve --listen "127.0.0.1:$PORT" --shards "${SHARDS:-2}" \
     --data-dir "$OUT/data" >"$OUT/herald.log" 2>&1 &
   node_pid=$!
-  for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
+  wait_healthy "http://127.0.0.1:$PORT/health" && return 0
   echo "node did not start" >&2
   exit 1
 }
@@ -58,10 +56,6 @@ start_node env MIMALLOC_ARENA_EAGER_COMMIT=2
 $LG connect --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC \
   --connections 15000 --connect-rate 5000 --hold 5s --quiet --json "$OUT/idle-eager.json"
 stop_node
-
-half_rate() { # the mean rate of the best kept-up step, halved
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rate"]["max_sustained_rate"]; print(r/2 if r else 0)' "$1"
-}
 
 # fanout NAME RATES SHAPE...: on a fresh node, the rate sweep (every step),
 # then one step at half of the sweep's max sustained rate.

@@ -10,11 +10,13 @@ import statistics
 import sys
 
 
-def load(run, name):
+def load(run, name, required=True):
     try:
         with open(f"{run}/{name}") as f:
             return json.load(f)
     except FileNotFoundError:
+        if required:
+            sys.exit(f"{run}/{name} is missing: is {run} an $OUT of gateway-macro.sh?")
         return None
 
 
@@ -71,7 +73,7 @@ def idle(runs):
 
 def fanout(runs, case, shards):
     sweeps = [load(r, f"{case}-s{shards}.json") for r in runs]
-    halves = [load(r, f"{case}-s{shards}-half.json") for r in runs]
+    halves = [load(r, f"{case}-s{shards}-half.json", required=False) for r in runs]
     maxes = [s["rate"]["max_sustained_deliveries_per_sec"] for s in sweeps]
     print("| msgs/s | deliveries/s | p50 | p90 | p99 (runs) | p99.9 | node CPU/delivery | generator CPU/delivery | send lag p99 | kept up |")
     print("|---|---|---|---|---|---|---|---|---|---|")
