@@ -131,6 +131,12 @@ pub struct NodeConfig {
     /// Open WebSocket sessions per node; beyond it new ones are closed with
     /// `ConnectionLimit`. Default 100,000.
     pub max_connections: usize,
+    /// Sockets per node that are not WebSocket sessions: HTTP requests and
+    /// keep-alive, upgrades in progress, closing connections (split evenly
+    /// over shards). Beyond it a new connection gets `503` and is closed, so
+    /// idle or slow HTTP clients cannot take every file descriptor.
+    /// Default 10,000.
+    pub max_http_connections: usize,
     /// Time connections get to drain after `GoAway` on shutdown. Default 5 s.
     pub shutdown_grace: Duration,
     /// Delay clients are told to wait before reconnecting after shutdown.
@@ -191,6 +197,7 @@ impl Default for NodeConfig {
             dedup_per_room: 10_000,
             max_rooms: 100_000,
             max_connections: 100_000,
+            max_http_connections: 10_000,
             shutdown_grace: Duration::from_secs(5),
             reconnect_after: Duration::from_secs(1),
         }

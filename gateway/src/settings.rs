@@ -72,6 +72,7 @@ pub struct Limits {
     pub heartbeat_interval: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    pub max_http_connections: Option<usize>,
     pub max_rooms: Option<usize>,
     pub dedup_per_room: Option<usize>,
     pub shutdown_grace: Option<String>,
@@ -281,6 +282,9 @@ fn apply_limits(node: &mut NodeConfig, l: &Limits) -> Result<(), String> {
     if let Some(v) = l.max_connections {
         node.max_connections = positive("max_connections", v)?;
     }
+    if let Some(v) = l.max_http_connections {
+        node.max_http_connections = positive("max_http_connections", v)?;
+    }
     if let Some(v) = l.max_rooms {
         node.max_rooms = positive("max_rooms", v)?;
     }
@@ -352,6 +356,7 @@ mod tests {
             jail.set_env("HERALD_NODE_ID", "from-env");
             jail.set_env("HERALD_SHARDS", "5");
             jail.set_env("HERALD_LIMITS__PUBLISH_BURST", "7");
+            jail.set_env("HERALD_LIMITS__MAX_HTTP_CONNECTIONS", "500");
             let flags = Settings {
                 shards: Some(2),
                 ..Settings::default()
@@ -363,6 +368,7 @@ mod tests {
             assert_eq!(n.shards, 2, "flag beats env and file");
             assert_eq!(n.session.limits.decode.max_frame_bytes, 131_072);
             assert_eq!(n.session.limits.publish_burst, 7);
+            assert_eq!(n.max_http_connections, 500);
             assert_eq!(n.session.idle_timeout, Duration::from_secs(90));
             assert_eq!(n.namespace("chat:x").history, 50);
             assert!(n.namespace("chat:x").presence, "unset keys keep the namespace default");
@@ -375,12 +381,13 @@ mod tests {
 
     #[test]
     fn bad_settings_are_explained() {
-        let cases: [(&str, &str); 7] = [
+        let cases: [(&str, &str); 8] = [
             ("listen = \"0.0.0.0:8080\"", "loopback"),
             ("shards = 0", "shards"),
             ("api_key = \"short\"", "api_key"),
             ("jwt_secret = \"too short\"", "32 bytes"),
             ("[limits]\nidle_timeout = \"soon\"", "idle_timeout"),
+            ("[limits]\nmax_http_connections = 0", "max_http_connections"),
             ("[namespaces.chat]\npublish = \"anyone\"", "clients"),
             ("unknown_key = 1", "unknown"),
         ];

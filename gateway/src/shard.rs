@@ -8,7 +8,7 @@
 //! every connection that got frames, all its queued frames in one call.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -105,6 +105,10 @@ pub(crate) struct Shard {
     backlog: bool,
     /// A write pass sent this shard messages: handle them before sleeping.
     sent_to_self: bool,
+    /// This shard's share of `max_http_connections`.
+    max_http_connections: usize,
+    /// The answer to a connection beyond that share, encoded once.
+    busy_response: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -140,6 +144,14 @@ impl Shard {
             accept_paused: false,
             backlog: false,
             sent_to_self: false,
+            max_http_connections: shared.config.max_http_connections.div_ceil(shared.stats.len().max(1)),
+            busy_response: Response::error(
+                503,
+                "too_many_connections",
+                "the node holds its limit of connections that are not WebSocket sessions; retry later",
+            )
+            .encode(false)
+            .into(),
             shared,
         };
         if let Some(l) = shard.listener.as_mut()
@@ -253,6 +265,14 @@ impl Shard {
     }
 
     fn add_conn(&mut self, mut sock: TcpStream) {
+        let ws = usize::try_from(self.stats.ws_sessions.load(Relaxed)).unwrap_or(0);
+        if self.conns.len().saturating_sub(ws) >= self.max_http_connections {
+            // Best effort: a fresh socket's send buffer takes this at once;
+            // if not, the client sees the close alone.
+            let _ = sock.write(&self.busy_response);
+            self.stats.dropped(DropReason::HttpLimit);
+            return;
+        }
         let _ = sock.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let slot = entry.key();

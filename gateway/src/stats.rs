@@ -31,15 +31,18 @@ pub(crate) enum DropReason {
     BadFrame,
     /// A connection closed by the handshake or idle timeout.
     Timeout,
+    /// A new connection refused at the node's `max_http_connections`.
+    HttpLimit,
 }
 
-const DROPS: [(DropReason, &str); 6] = [
+const DROPS: [(DropReason, &str); 7] = [
     (DropReason::Volatile, "volatile"),
     (DropReason::SlowConsumer, "slow_consumer"),
     (DropReason::ConnectionLimit, "connection_limit"),
     (DropReason::RateLimited, "rate_limited"),
     (DropReason::BadFrame, "bad_frame"),
     (DropReason::Timeout, "timeout"),
+    (DropReason::HttpLimit, "http_limit"),
 ];
 
 #[derive(Debug, Default)]

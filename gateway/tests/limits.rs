@@ -550,3 +550,57 @@ async fn the_connection_beyond_max_connections_is_refused() {
     drop(clients);
     stop(node).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_upgrade_are_capped_and_websockets_do_not_count() {
+    let config = NodeConfig {
+        shards: 1,
+        max_http_connections: 3,
+        ..NodeConfig::default()
+    };
+    let node = node_with(config);
+    // A WebSocket session holds no HTTP place.
+    let (session, mut session_events) = client(&node.url(), "ws").await;
+    session.subscribe("chat:cap", NO_PRESENCE).await.unwrap();
+
+    // Three idle sockets fill the node's HTTP places; accepts are in connect
+    // order, so the fourth is the one refused.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(HttpConn::open(node.addr).await);
+    }
+    let mut fourth = HttpConn::open(node.addr).await;
+    let refused = fourth.read_response().await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.json()["error"]["code"], "too_many_connections");
+    assert!(fourth.closed_by_server().await);
+    // The first three hold their places: each answers on its own socket.
+    for conn in &mut idle {
+        assert_eq!(conn.request("GET", "/health", None, None).await.status, 200);
+    }
+
+    // The session keeps working while the HTTP places are full.
+    session
+        .publish("chat:cap", &b"x"[..], PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut session_events).await.offset, 1);
+
+    // Once an idle socket goes, a new request is served.
+    drop(idle.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut conn = HttpConn::open(node.addr).await;
+        let resp = conn.request("GET", "/health", None, None).await;
+        if resp.status == 200 {
+            break;
+        }
+        assert_eq!(resp.status, 503, "{}", resp.text());
+        assert!(Instant::now() < deadline, "no HTTP place came free");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Counted once the scrape itself has a place.
+    assert!(wait_metric(node.addr, "herald_drops_total", "reason=\"http_limit\"", 1).await >= 1);
+    drop(idle);
+    stop(node).await;
+}
