@@ -135,12 +135,12 @@ impl Shard {
         let identity = match verified {
             Ok(identity) => identity,
             Err(AuthError::Expired) => {
-                w.session.close(ErrorCode::TokenExpired, "token expired");
+                w.session.reject(ErrorCode::TokenExpired, "token expired");
                 return;
             }
             Err(e) => {
                 w.session
-                    .close(ErrorCode::AuthFailed, &format!("authentication failed: {e}"));
+                    .reject(ErrorCode::AuthFailed, &format!("authentication failed: {e}"));
                 return;
             }
         };

@@ -76,6 +76,11 @@ async fn refused(url: &str, token: &str, want: ErrorCode) -> String {
     let (code, message) = end.error.clone().unwrap_or_else(|| panic!("no error frame: {end:?}"));
     assert_eq!(code, want, "{end:?}");
     assert!(!message.is_empty());
+    assert_eq!(
+        end.error_request_id,
+        Some(1),
+        "the error answers the Connect (request id 1)"
+    );
     let (close, reason) = end.close.clone().unwrap_or_else(|| panic!("no close frame: {end:?}"));
     assert_eq!(close, close_code(want), "{end:?}");
     assert!(!reason.is_empty(), "the close frame says why");

@@ -275,10 +275,10 @@ impl ServerSession {
             Err(e) => return Err(self.fail(e)),
         };
         let body = decoded.body_type();
-        if !codec::is_client_body(body) {
-            return Err(self.fail(ProtocolError::UnexpectedBody(codec::body_name(body))));
-        }
         let request_id = decoded.request_id();
+        if !codec::is_client_body(body) {
+            return Err(self.fail_for(request_id, ProtocolError::UnexpectedBody(codec::body_name(body))));
+        }
         match (self.state, body) {
             (_, Body::Ping) => {
                 let nonce = decoded.body_as_ping().map_or(0, |p| p.nonce());
@@ -289,11 +289,12 @@ impl ServerSession {
             (_, Body::Pong) => {}
             (State::AwaitingConnect, Body::Connect) => {
                 let Some(c) = decoded.body_as_connect() else {
-                    return Err(self.fail(ProtocolError::MissingBody));
+                    return Err(self.fail_for(request_id, ProtocolError::MissingBody));
                 };
                 let protocol = c.protocol().unwrap_or(PROTOCOL_VERSION);
                 if protocol != PROTOCOL_VERSION {
-                    self.close(
+                    self.close_for(
+                        request_id,
                         ErrorCode::UnsupportedVersion,
                         &format!("server speaks {PROTOCOL_VERSION}, not {protocol}"),
                     );
@@ -315,7 +316,8 @@ impl ServerSession {
                     })
                     .unwrap_or_default();
                 if resume.len() > self.config.limits.max_rooms {
-                    self.close(
+                    self.close_for(
+                        request_id,
                         ErrorCode::ProtocolViolation,
                         "Connect.resume lists more rooms than max_rooms",
                     );
@@ -337,7 +339,8 @@ impl ServerSession {
                 } else {
                     "a request before Connected"
                 };
-                self.close(
+                self.close_for(
+                    request_id,
                     ErrorCode::ProtocolViolation,
                     &format!("{what} ({})", codec::body_name(body)),
                 );
@@ -608,10 +611,28 @@ impl ServerSession {
 
     /// Sends an `Error` frame and closes.
     pub fn close(&mut self, code: ErrorCode, reason: &str) {
+        self.close_for(0, code, reason);
+    }
+
+    /// Refuses the `Connect` the application is deciding on (for example a
+    /// token that does not verify): an `Error` answering that request, then
+    /// the close. Outside that wait it is [`close`](Self::close).
+    pub fn reject(&mut self, code: ErrorCode, reason: &str) {
+        let request_id = if self.state == State::Authenticating {
+            self.connect_request_id
+        } else {
+            0
+        };
+        self.close_for(request_id, code, reason);
+    }
+
+    /// Closes with an `Error` that names the request which caused it (0 for
+    /// none).
+    fn close_for(&mut self, request_id: u32, code: ErrorCode, reason: &str) {
         if self.state == State::Closed {
             return;
         }
-        let frame = with_encoder(|e| e.error(0, code, reason, None));
+        let frame = with_encoder(|e| e.error(request_id, code, reason, None));
         self.finish_close(code, reason, frame);
     }
 
@@ -629,7 +650,11 @@ impl ServerSession {
     }
 
     fn fail(&mut self, err: ProtocolError) -> ProtocolError {
-        self.close(err.code(), &err.to_string());
+        self.fail_for(0, err)
+    }
+
+    fn fail_for(&mut self, request_id: u32, err: ProtocolError) -> ProtocolError {
+        self.close_for(request_id, err.code(), &err.to_string());
         err
     }
 

@@ -468,3 +468,73 @@ fn resume_carries_each_rooms_presence_choice() {
     let got: Vec<(&str, bool)> = resume.iter().map(|r| (r.room.as_str(), r.presence)).collect();
     assert_eq!(got, [("chat:loud", true), ("chat:quiet", false)]);
 }
+
+/// The code and request id of the closing `Error` frame.
+fn closing_error(server: &mut ServerSession) -> (ErrorCode, u32) {
+    assert!(server.is_closed(), "session still open");
+    let out = transmitted(server);
+    let last = out.last().expect("a closing frame");
+    (frames::error_of(last).0, frames::parse(last).request_id)
+}
+
+fn connect_with(request_id: u32, protocol: &str) -> bytes::Bytes {
+    frames::encode(
+        request_id,
+        BodyT::Connect(Box::new(obj!(wire::ConnectT {
+            protocol: Some(protocol.into()),
+            token: Some("user:alice".into()),
+        }))),
+    )
+}
+
+#[test]
+fn fatal_errors_caused_by_a_request_name_it() {
+    let now = Instant::now();
+    let fresh = || ServerSession::new(ServerConfig::default(), now);
+
+    let mut server = fresh();
+    server.handle_frame(now, connect_with(5, "herald/2")).expect("valid");
+    assert_eq!(closing_error(&mut server), (ErrorCode::UnsupportedVersion, 5));
+
+    let mut server = fresh();
+    server
+        .handle_frame(now, frames::subscribe(3, "chat:lobby"))
+        .expect("valid");
+    assert_eq!(closing_error(&mut server), (ErrorCode::ProtocolViolation, 3));
+
+    let mut server = open_server(ServerConfig::default(), now);
+    server.handle_frame(now, connect_with(9, "herald/1")).expect("valid");
+    assert_eq!(closing_error(&mut server), (ErrorCode::ProtocolViolation, 9));
+
+    let mut server = open_server(ServerConfig::default(), now);
+    let message = frames::encode(
+        11,
+        BodyT::Message(Box::new(obj!(wire::MessageT { room: "chat:x".into() }))),
+    );
+    assert!(server.handle_frame(now, message).is_err());
+    assert_eq!(closing_error(&mut server), (ErrorCode::UnsupportedFrame, 11));
+
+    // The application refuses the Connect it was asked about.
+    let mut server = fresh();
+    server.handle_frame(now, connect_with(7, "herald/1")).expect("valid");
+    assert!(matches!(server.poll_event(), Some(ServerEvent::Connect { .. })));
+    server.reject(ErrorCode::AuthFailed, "bad token");
+    assert_eq!(closing_error(&mut server), (ErrorCode::AuthFailed, 7));
+}
+
+#[test]
+fn fatal_errors_without_a_cause_use_request_id_zero() {
+    let now = Instant::now();
+    // Not a frame at all: nothing to name.
+    let mut server = ServerSession::new(ServerConfig::default(), now);
+    assert!(server.handle_frame(now, bytes::Bytes::from_static(b"junk")).is_err());
+    assert_eq!(closing_error(&mut server).1, 0);
+    // A close on the server's own account, even after a request id was seen.
+    let mut server = open_server(ServerConfig::default(), now);
+    server.close(ErrorCode::Kicked, "disconnected by the server API");
+    assert_eq!(closing_error(&mut server), (ErrorCode::Kicked, 0));
+    // reject() after the Connect was answered is an ordinary close.
+    let mut server = open_server(ServerConfig::default(), now);
+    server.reject(ErrorCode::TokenExpired, "token expired");
+    assert_eq!(closing_error(&mut server), (ErrorCode::TokenExpired, 0));
+}

@@ -355,6 +355,8 @@ pub async fn ws_connected(url: &str, token: &str) -> (RawWs, String) {
 #[derive(Debug, Default)]
 pub struct WsEnd {
     pub error: Option<(herald_protocol::ErrorCode, String)>,
+    /// The request id of that `Error` frame.
+    pub error_request_id: Option<u32>,
     pub close: Option<(u16, String)>,
 }
 
@@ -372,6 +374,7 @@ pub async fn ws_until_close(mut ws: RawWs) -> WsEnd {
                         .expect("server frames are valid");
                     if let Some(e) = f.body_as_error() {
                         end.error = Some((e.code(), e.message().unwrap_or_default().to_owned()));
+                        end.error_request_id = Some(f.request_id());
                     }
                 }
                 Ok(Message::Close(c)) => {

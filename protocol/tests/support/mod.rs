@@ -416,7 +416,7 @@ impl App {
             ServerEvent::Connect { .. } if self.hold_connects => {}
             ServerEvent::Connect { token, resume, .. } => {
                 let Some(user) = token.strip_prefix("user:") else {
-                    server.close(ErrorCode::AuthFailed, "bad token");
+                    server.reject(ErrorCode::AuthFailed, "bad token");
                     return;
                 };
                 self.user_id = user.to_owned();
