@@ -170,22 +170,26 @@ pub fn request_bytes(method: &str, path: &str, api_key: Option<&str>, body: Opti
     out
 }
 
-/// A hand-written HTTP/1.1 client connection over a loopback TCP stream, so
-/// the gateway's own HTTP handling is what the tests see (keep-alive,
-/// malformed input, status lines).
 /// Sum over shards of the `/metrics` samples of `name` whose labels contain
 /// `labels`.
 pub async fn metric(addr: std::net::SocketAddr, name: &str, labels: &str) -> u64 {
     let resp = HttpConn::open(addr).await.request("GET", "/metrics", None, None).await;
     assert_eq!(resp.status, 200);
-    resp.text()
-        .lines()
+    metric_in(&resp.text(), name, labels)
+}
+
+/// [`metric`] over a `/metrics` body already fetched.
+pub fn metric_in(text: &str, name: &str, labels: &str) -> u64 {
+    text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
         .sum::<i64>()
         .max(0) as u64
 }
 
+/// A hand-written HTTP/1.1 client connection over a loopback TCP stream, so
+/// the gateway's own HTTP handling is what the tests see (keep-alive,
+/// malformed input, status lines).
 pub struct HttpConn {
     reader: tokio::io::BufReader<TcpStream>,
 }
