@@ -19,11 +19,11 @@
 //!   delivery. Sessions sit in a `Vec`, not in the gateway's slab of
 //!   connections, and the member lookup of `dispatch::deliver` is not
 //!   included.
-//! - `flush_assembly/16`: what `conn::flush` does for one `writev` of 16
-//!   queued frames, without the socket: `poll_transmit` × 16, a WebSocket
-//!   header per frame and the `IoSlice` list
-//!   (`bench_support::assemble_writev`, a copy of that code path); queueing
-//!   the 16 frames is not timed. Per batch; criterion's throughput gives
+//! - `flush_assembly/16`: what `conn::flush` does for one write of 16
+//!   queued frames, without the socket: `poll_transmit` × 16, each frame
+//!   copied after its WebSocket header into the shard's write buffer
+//!   (`bench_support::assemble_write`, which calls `conn::take_batch`);
+//!   queueing the 16 frames is not timed. Per batch; criterion's throughput gives
 //!   frames per second.
 //!
 //! Run: `cargo bench -p herald-benches --bench fanout`
@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use herald_benches::fixtures::{message_ref, payload};
-use herald_gateway::bench_support::{HandoffReceiver, assemble_writev, handoff_pair};
+use herald_gateway::bench_support::{HandoffReceiver, assemble_write, handoff_pair};
 use herald_protocol::wire::{self, BodyT};
 use herald_protocol::{Accept, PROTOCOL_VERSION, SendOutcome, ServerConfig, ServerSession, with_encoder};
 use mimalloc::MiMalloc;
@@ -177,6 +177,7 @@ fn bench_flush_assembly(c: &mut Criterion) {
     let config = Arc::new(ServerConfig::default());
     let now = Instant::now();
     let mut sessions: Vec<ServerSession> = (0..FLUSH_SESSIONS).map(|i| open_session(&config, now, i)).collect();
+    let mut buf = Vec::new();
     let mut g = c.benchmark_group("flush_assembly");
     g.throughput(Throughput::Elements(FLUSH_BATCH as u64));
     g.bench_function(BenchmarkId::from_parameter(FLUSH_BATCH), |b| {
@@ -192,9 +193,8 @@ fn bench_flush_assembly(c: &mut Criterion) {
                 }
                 let start = Instant::now();
                 for s in &mut sessions[..k] {
-                    let total = assemble_writev(s, |iov| {
-                        black_box(iov);
-                    });
+                    let total = assemble_write(s, &mut buf);
+                    black_box(&buf);
                     black_box(total);
                 }
                 elapsed += start.elapsed();
@@ -209,8 +209,9 @@ fn bench_flush_assembly(c: &mut Criterion) {
     for _ in 0..FLUSH_BATCH {
         sessions[0].send(frame.clone(), false);
     }
-    let total = assemble_writev(&mut sessions[0], |iov| assert_eq!(iov.len(), 2 * FLUSH_BATCH));
+    let total = assemble_write(&mut sessions[0], &mut buf);
     assert_eq!(total, FLUSH_BATCH * (4 + frame.len()));
+    assert_eq!(&buf[4..4 + frame.len()], &frame[..]);
 }
 
 fn main() {

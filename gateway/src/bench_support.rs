@@ -5,7 +5,7 @@
 //! gateway itself; it exists so that benches measure the real [`Mesh`] and
 //! the real WebSocket framing instead of copies of them.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -144,25 +144,16 @@ impl HandoffReceiver {
     }
 }
 
-/// Frames per `writev` (the gateway's own constant).
+/// Frames per write call (the gateway's own constant).
 pub const FRAMES_PER_WRITE: usize = crate::conn::FRAMES_PER_WRITE;
-/// Bytes per `writev` (the gateway's own constant).
+/// Bytes per write call (the gateway's own constant).
 pub const BYTES_PER_WRITE: usize = crate::conn::BYTES_PER_WRITE;
 
-/// One `writev` of `conn::flush` without the socket, through the same
-/// functions: takes the next batch of frames from `session`, builds a
-/// WebSocket header per frame and the `IoSlice` list (header, frame, ...),
-/// and hands the slices to `write` in place of `write_vectored`. Returns the
-/// bytes the slices cover (0 when nothing was queued). For benches only; not
-/// a stable API.
-pub fn assemble_writev(session: &mut ServerSession, write: impl FnOnce(&[IoSlice<'_>])) -> usize {
-    let mut frames: Vec<Bytes> = Vec::new();
-    crate::conn::take_batch(session, &mut frames);
-    if frames.is_empty() {
-        return 0;
-    }
-    crate::conn::with_iovecs(&frames, |iov| {
-        write(iov);
-        iov.iter().map(|s| s.len()).sum()
-    })
+/// One write call of `conn::flush` without the socket, through the same
+/// function: moves the next batch of frames from `session` into `buf`, each
+/// after its WebSocket header. Returns the bytes assembled (0 when nothing
+/// was queued). For benches only; not a stable API.
+pub fn assemble_write(session: &mut ServerSession, buf: &mut Vec<u8>) -> usize {
+    crate::conn::take_batch(session, buf);
+    buf.len()
 }

@@ -112,6 +112,8 @@ pub(crate) struct Shard {
     max_http_connections: usize,
     /// The answer to a connection beyond that share, encoded once.
     busy_response: Box<[u8]>,
+    /// Where one write call's frames are assembled (see `conn::take_batch`).
+    write_buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for Shard {
@@ -155,6 +157,7 @@ impl Shard {
             )
             .encode(false)
             .into(),
+            write_buf: Vec::new(),
             shared,
         };
         if let Some(l) = shard.listener.as_mut()
@@ -707,7 +710,14 @@ impl Shard {
             State::Ws(w) => Some(&mut w.session),
             _ => None,
         };
-        if !conn::flush(&mut c.sock, &mut c.outbuf, session, &mut c.blocked, &self.stats) {
+        if !conn::flush(
+            &mut c.sock,
+            &mut c.outbuf,
+            session,
+            &mut c.blocked,
+            &self.stats,
+            &mut self.write_buf,
+        ) {
             self.remove(slot);
             return;
         }
