@@ -229,6 +229,19 @@ fn charts(r: &Value) -> String {
         &conns,
         &[series("connections", "connections", 1.0)],
     );
+    // Sampled from /proc once a second when `--target-pid` is given.
+    out += &line_chart(
+        "Target memory (RSS)",
+        &secs,
+        &Axis::linear("bytes", fmt_bytes),
+        &[series("RSS", "target_rss_bytes", 1.0)],
+    );
+    out += &line_chart(
+        "Target CPU",
+        &secs,
+        &Axis::linear("% of one core", fmt_num),
+        &[series("CPU", "target_cpu_percent", 1.0)],
+    );
 
     if get(r, &["connect_latency_us"]).is_some_and(Value::is_object) {
         let mut rows = vec![("samples", num(r, &["connect_latency_us", "count"]).map(fmt_num))];
@@ -686,9 +699,12 @@ mod tests {
                                 "kept_up": true, "target_cpu_us_per_delivery": 12.5, "loadgen_cpu_us_per_delivery": null}],
                      "max_sustained_deliveries_per_sec": 5000.0, "max_sustained_rate": 500.0},
             "timeline": [
-                {"t": 0, "connections": 50, "sent": 500, "delivered": 5000, "p50_us": 700, "p99_us": 1800, "errors": 0},
-                {"t": 1, "connections": 100, "sent": 500, "delivered": 4990, "p50_us": null, "p99_us": null, "errors": 0},
-                {"t": 2, "connections": 100, "sent": 0, "delivered": 0, "p50_us": 650, "p99_us": 1700, "errors": 0}
+                {"t": 0, "connections": 50, "sent": 500, "delivered": 5000, "p50_us": 700, "p99_us": 1800, "errors": 0,
+                 "target_rss_bytes": 10_000_000, "target_cpu_percent": null},
+                {"t": 1, "connections": 100, "sent": 500, "delivered": 4990, "p50_us": null, "p99_us": null, "errors": 0,
+                 "target_rss_bytes": 20_000_000, "target_cpu_percent": 85.5},
+                {"t": 2, "connections": 100, "sent": 0, "delivered": 0, "p50_us": 650, "p99_us": 1700, "errors": 0,
+                 "target_rss_bytes": 30_000_000, "target_cpu_percent": 40.0}
             ],
             "target": {"pids": [1234], "rss_bytes": 30_000_000, "rss_bytes_before": 10_000_000, "rss_bytes_per_connection": 950.0, "cpu_secs": 3.2},
             "loadgen": {"workers": 1, "cpu_secs": 2.1}
@@ -698,8 +714,8 @@ mod tests {
     #[test]
     fn full_report_has_one_svg_per_chart_and_the_key_numbers() {
         let html = html_report(&full());
-        assert_eq!(html.matches("<svg").count(), 4);
-        assert_eq!(html.matches("</svg>").count(), 4);
+        assert_eq!(html.matches("<svg").count(), 6);
+        assert_eq!(html.matches("</svg>").count(), 6);
         assert!(!html.contains("no data"), "{html}");
         for needle in [
             "2026-09-21 14:13:20 UTC",
@@ -715,6 +731,8 @@ mod tests {
             "max sustained deliveries/s: <b>5,000</b>",
             "<h3>Connect latency</h3>",
             "99.999%",
+            "<figcaption>Target memory (RSS)</figcaption><svg",
+            "<figcaption>Target CPU</figcaption><svg",
         ] {
             assert!(html.contains(needle), "missing {needle:?}");
         }
@@ -736,8 +754,8 @@ mod tests {
     fn empty_report_says_no_data_everywhere() {
         let html = html_report(&json!({}));
         assert_eq!(html.matches("<svg").count(), 0);
-        // Header, options, summary, steps and the four charts.
-        assert_eq!(html.matches("no data").count(), 8);
+        // Header, options, summary, steps and the six charts.
+        assert_eq!(html.matches("no data").count(), 10);
         assert!(html.ends_with("</html>\n"));
     }
 
@@ -752,8 +770,13 @@ mod tests {
                          {"t": 1, "connections": 3, "sent": 0, "delivered": 0, "p50_us": null, "p99_us": null}]
         });
         let html = html_report(&r);
-        // Throughput (all zeros) and connections have data; both latency charts do not.
+        // Throughput (all zeros) and connections have data; both latency
+        // charts and the target's (no `--target-pid`) do not.
         assert_eq!(html.matches("<svg").count(), 2);
+        assert!(
+            html.contains("<figcaption>Target memory (RSS)</figcaption><p"),
+            "{html}"
+        );
         assert!(html.contains("<th>connections failed</th><td>0</td>"));
         assert!(html.contains("<th>p50</th><td>900 µs</td>"));
         assert!(html.contains("<th>targets</th><td>ws://a/ws</td>"));
