@@ -233,8 +233,9 @@ fn charts(r: &Value) -> String {
     out += &line_chart(
         "Target memory (RSS)",
         &secs,
-        &Axis::linear("bytes", fmt_bytes),
-        &[series("RSS", "target_rss_bytes", 1.0)],
+        // In MiB so the ticks land on round numbers of the unit shown.
+        &Axis::linear("MiB", fmt_num),
+        &[series("RSS", "target_rss_bytes", 1024.0 * 1024.0)],
     );
     out += &line_chart(
         "Target CPU",
