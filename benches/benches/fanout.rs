@@ -52,7 +52,7 @@ const SHARD_CHANNEL: usize = 16 * 1024;
 const BATCHES: [usize; 3] = [1, 16, 256];
 /// Subscribers of the room on one shard.
 const MEMBERS: [usize; 3] = [10, 1_000, 5_000];
-/// Frames per `writev` measured in `flush_assembly`.
+/// Frames per write call measured in `flush_assembly`.
 const FLUSH_BATCH: usize = 16;
 /// Sessions prepared per timed stretch of `flush_assembly`, so that the two
 /// clock reads around it cost little per batch.
