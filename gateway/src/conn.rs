@@ -203,3 +203,77 @@ fn write_some(sock: &mut TcpStream, bytes: &[u8], stats: &ShardStats) -> io::Res
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use herald_protocol::{ServerConfig, ServerSession};
+
+    use super::{BYTES_PER_WRITE, FRAMES_PER_WRITE, take_batch};
+
+    /// Splits server-to-client WebSocket frames (unmasked, binary, final)
+    /// back into their payloads.
+    fn payloads(mut buf: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            assert_eq!(buf[0], 0x82, "FIN + binary");
+            let (len, head) = match buf[1] {
+                n @ 0..=125 => (usize::from(n), 2),
+                126 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+                127 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+                _ => panic!("masked server frame"),
+            };
+            out.push(buf[head..head + len].to_vec());
+            buf = &buf[head + len..];
+        }
+        out
+    }
+
+    fn session_with(frames: &[Vec<u8>]) -> ServerSession {
+        let mut s = ServerSession::new(ServerConfig::default(), Instant::now());
+        while s.poll_transmit().is_some() {}
+        for f in frames {
+            s.send(Bytes::from(f.clone()), false);
+        }
+        s
+    }
+
+    #[test]
+    fn a_batch_holds_every_frame_in_order_after_its_header() {
+        // One length of each header size: 7-bit, 16-bit, 64-bit.
+        let frames = vec![vec![1; 3], vec![2; 300], vec![3; 70_000], vec![4; 125]];
+        let mut s = session_with(&frames);
+        let mut buf = Vec::new();
+        assert_eq!(take_batch(&mut s, &mut buf), 3, "stops once 64 KiB is passed");
+        assert_eq!(payloads(&buf), frames[..3]);
+        assert_eq!(take_batch(&mut s, &mut buf), 1);
+        assert_eq!(payloads(&buf), frames[3..]);
+        assert_eq!(take_batch(&mut s, &mut buf), 0);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_batch_stops_at_the_frame_cap_and_leaves_the_rest_queued() {
+        let frames: Vec<Vec<u8>> = (0..FRAMES_PER_WRITE + 5).map(|i| vec![i as u8; 20]).collect();
+        let mut s = session_with(&frames);
+        let mut buf = Vec::new();
+        assert_eq!(take_batch(&mut s, &mut buf), FRAMES_PER_WRITE);
+        assert_eq!(payloads(&buf), frames[..FRAMES_PER_WRITE]);
+        assert_eq!(take_batch(&mut s, &mut buf), 5);
+        assert_eq!(payloads(&buf), frames[FRAMES_PER_WRITE..]);
+    }
+
+    #[test]
+    fn the_buffer_does_not_keep_what_a_large_frame_grew_it_to() {
+        let mut s = session_with(&[vec![7; 8 * BYTES_PER_WRITE]]);
+        let mut buf = Vec::new();
+        assert_eq!(take_batch(&mut s, &mut buf), 1);
+        assert!(buf.capacity() > 4 * BYTES_PER_WRITE);
+        s.send(Bytes::from_static(b"small"), false);
+        assert_eq!(take_batch(&mut s, &mut buf), 1);
+        assert_eq!(payloads(&buf), [b"small".to_vec()]);
+        assert!(buf.capacity() <= 2 * BYTES_PER_WRITE, "capacity {}", buf.capacity());
+    }
+}
