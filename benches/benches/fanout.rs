@@ -23,8 +23,8 @@
 //!   queued frames, without the socket: `poll_transmit` × 16, each frame
 //!   copied after its WebSocket header into the shard's write buffer
 //!   (`bench_support::assemble_write`, which calls `conn::take_batch`);
-//!   queueing the 16 frames is not timed. Per batch; criterion's throughput gives
-//!   frames per second.
+//!   queueing the 16 frames is not timed. Per batch; criterion's
+//!   throughput gives frames per second.
 //!
 //! Run: `cargo bench -p herald-benches --bench fanout`
 //! (about 1 minute; `-- --quick` for a smoke run).

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Alternating A/B runs of two `herald` builds on one fan-out step, for a
+# change whose effect is smaller than the machine's drift between sweeps.
+# Each round runs A, then B, each on a fresh node with the same
+# herald-loadgen step; the table gives p50, p99 and CPU per delivery per run.
+#
+# usage: benches/scripts/ab.sh HERALD_A HERALD_B [ROUNDS]
+#   SCENARIO=5000  1 room x 5,000 subscribers, 1 publisher (default RATE 400 msgs/s)
+#   SCENARIO=10    1,000 rooms x 10, 20 publishers (default RATE 5000 msgs/s)
+#   SHARDS (1), DURATION (8s), OUT (target/ab)
+#   PERF=1         also `perf record -g` each node for 5 s mid-step, into $OUT
+#
+# A build of an older commit, for example:
+#   git worktree add /tmp/herald-a COMMIT && (cd /tmp/herald-a && cargo build --release -p herald-gateway --bin herald)
+# Bounded: ROUNDS x 2 steps of DURATION plus connection set-up (~25 s each).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. benches/scripts/lib.sh
+[ $# -ge 2 ] || { sed -n 2,16p "$0" >&2; exit 1; }
+A=$1 B=$2 ROUNDS=${3:-3}
+SCENARIO=${SCENARIO:-5000}
+case "$SCENARIO" in
+  5000) SHAPE=(--subscribers 5000 --rooms 1 --publishers 1); RATE=${RATE:-400} ;;
+  10) SHAPE=(--subscribers 10000 --rooms 1000 --publishers 20); RATE=${RATE:-5000} ;;
+  *) echo "SCENARIO must be 5000 or 10" >&2; exit 1 ;;
+esac
+OUT=${OUT:-target/ab}
+PORT=${PORT:-18490}
+mkdir -p "$OUT"
+cargo build --release -p herald-loadgen --bin herald-loadgen
+LG=target/release/herald-loadgen
+
+node_pid=""
+stop_node() {
+  [ -n "$node_pid" ] || return 0
+  kill -TERM "$node_pid" 2>/dev/null || true
+  wait "$node_pid" 2>/dev/null || true
+  node_pid=""
+}
+trap stop_node EXIT
+
+# one LABEL BINARY ROUND
+one() {
+  HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
+    "$2" serve --listen "127.0.0.1:$PORT" --shards "${SHARDS:-1}" --data-dir "$OUT/data" \
+    >"$OUT/herald-$1.log" 2>&1 &
+  node_pid=$!
+  wait_healthy "http://127.0.0.1:$PORT/health" || { echo "node $2 did not start" >&2; exit 1; }
+  if [ -n "${PERF:-}" ]; then
+    (sleep 4; perf record -g -p "$node_pid" -o "$OUT/perf-$1-$3.data" -- sleep 5 >/dev/null 2>&1) &
+  fi
+  "$LG" fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+    --source-ips "${SOURCE_IPS:-127.0.0.2-127.0.0.9}" "${SHAPE[@]}" --payload 64 \
+    --duration "${DURATION:-8s}" --rate "$RATE" --keep-up 0 --quiet --json "$OUT/$1-$3.json" >/dev/null
+  stop_node
+  wait
+}
+
+for r in $(seq "$ROUNDS"); do
+  one a "$A" "$r"
+  one b "$B" "$r"
+done
+
+python3 - "$OUT" "$ROUNDS" "$A" "$B" <<'EOF'
+import json, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+print(f"A = {sys.argv[3]}\nB = {sys.argv[4]}\n")
+print("| run | p50 | p99 | node CPU/delivery | delivered |")
+print("|---|---|---|---|---|")
+for r in range(1, rounds + 1):
+    for side in "ab":
+        j = json.load(open(f"{out}/{side}-{r}.json"))
+        step = j["rate"]["steps"][0]
+        lat = j["latency_us"]
+        cpu = step.get("target_cpu_us_per_delivery")
+        cpu = f"{cpu:.2f} µs" if cpu is not None else "-"
+        print(f"| {side.upper()}{r} | {lat['p50'] / 1000:.1f} ms | {lat['p99'] / 1000:.1f} ms | {cpu} | "
+              f"{j['delivered']:,} / {j['expected']:,} |")
+EOF
