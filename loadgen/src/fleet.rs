@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::alarm::Alarm;
 use crate::target::{Kind, Target};
 use crate::wire::{self, Incoming, Stamp};
 
@@ -77,6 +78,10 @@ pub enum Ev {
 #[derive(Debug)]
 pub struct Fleet {
     poll: Poll,
+    /// Ends a poll at the next due send with sub-millisecond precision;
+    /// `None` where no timerfd could be made (the poll timeout then rounds
+    /// up to whole milliseconds).
+    alarm: Option<Alarm>,
     events: Events,
     pub conns: Vec<Conn>,
     targets: Vec<Target>,
@@ -107,8 +112,11 @@ impl Fleet {
         presence: bool,
     ) -> io::Result<Self> {
         let kind = targets.first().map_or(Kind::Herald, |t| t.kind);
+        let poll = Poll::new()?;
+        let alarm = Alarm::new(poll.registry()).ok();
         Ok(Self {
-            poll: Poll::new()?,
+            poll,
+            alarm,
             events: Events::with_capacity(256),
             conns: Vec::new(),
             room_names: (0..rooms).map(|r| format!("{room_prefix}{r}")).collect(),
@@ -291,6 +299,9 @@ impl Fleet {
     /// Waits up to `timeout` for socket events and handles them; results go
     /// to `self.out`.
     pub fn poll(&mut self, timeout: Duration) -> io::Result<()> {
+        if let Some(alarm) = self.alarm.as_ref().filter(|_| !timeout.is_zero()) {
+            alarm.arm(timeout)?;
+        }
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),

@@ -9,6 +9,7 @@
 //! - Reports: a table on stdout, JSON with documented keys, HTML with
 //!   charts, and `compare` for two JSON reports (docs/LOADGEN.md).
 
+mod alarm;
 pub mod cli;
 pub mod compare;
 pub mod coord;
