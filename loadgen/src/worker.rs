@@ -233,14 +233,11 @@ impl<E: FnMut(Report)> Worker<E> {
             if next == mine.len() && self.fleet.in_progress() == 0 {
                 break;
             }
-            let wait = if next < mine.len() {
-                due(mine[next])
-                    .saturating_duration_since(now)
-                    .min(Duration::from_millis(10))
+            if next < mine.len() {
+                self.fleet.poll_until(due(mine[next]), Duration::from_millis(10))?;
             } else {
-                Duration::from_millis(10)
-            };
-            self.fleet.poll(wait)?;
+                self.fleet.poll(Duration::from_millis(10))?;
+            }
             self.fleet.expire(Instant::now(), self.plan.connect_timeout);
             for ev in std::mem::take(&mut self.fleet.out) {
                 match ev {
@@ -361,8 +358,7 @@ impl<E: FnMut(Report)> Worker<E> {
                 break;
             }
             let next = step.due(k).map_or(end, |d| start + d).min(end);
-            self.fleet
-                .poll(next.saturating_duration_since(now).min(Duration::from_millis(5)))?;
+            self.fleet.poll_until(next, Duration::from_millis(5))?;
             let second = now.saturating_duration_since(start).as_secs() as usize;
             if per_second.len() <= second {
                 per_second.resize_with(second + 1, Latency::new);
