@@ -245,5 +245,9 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
         "a development node logs its generated key:\n{log}"
     );
     assert!(log.contains("draining"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log written to a pipe carries no colour codes:\n{log}"
+    );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
