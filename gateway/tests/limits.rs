@@ -1,7 +1,7 @@
 //! Per-connection and per-node limits over real loopback sockets: frame and
 //! payload size, rooms per connection, publish rate, outbound queue (slow
-//! consumers), handshake and idle timeouts, connection count. Each limit
-//! answers with its typed code and hurts nobody else.
+//! consumers), subscribers per room, handshake and idle timeouts, connection
+//! count. Each limit answers with its typed code and hurts nobody else.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -109,6 +109,61 @@ async fn subscribing_beyond_max_rooms_is_refused_and_the_connection_stays() {
     assert_eq!(p.offset, 1);
     let d = next_message(&mut events).await;
     assert_eq!(d.room, "chat:r4");
+    stop(node).await;
+}
+
+#[tokio::test]
+async fn a_full_room_refuses_the_next_subscriber_until_one_leaves() {
+    let mut config = four_shards();
+    for (name, ns) in &mut config.namespaces {
+        if name == "chat" {
+            ns.max_subscribers = 3;
+        }
+    }
+    let node = node_with(config);
+    // Four users, so (with SO_REUSEPORT) their connections land on several
+    // shards: the room's owner counts subscribers from every shard.
+    let mut users = Vec::new();
+    for i in 0..4 {
+        users.push(client(&node.url(), &format!("u{i}")).await);
+    }
+    for (c, _) in &users[..3] {
+        c.subscribe("chat:full", NO_PRESENCE).await.unwrap();
+    }
+    let late = &users[3].0;
+    let err = late.subscribe("chat:full", NO_PRESENCE).await.unwrap_err();
+    assert!(server_error(ErrorCode::RoomFull)(&err), "{err:?}");
+    // The refusal is not fatal: the late user still joins other rooms.
+    late.subscribe("chat:other", NO_PRESENCE).await.unwrap();
+    // Subscribing again to a room already held takes no new place.
+    users[0].0.subscribe("chat:full", NO_PRESENCE).await.unwrap();
+
+    // One leaves; its place goes to the late user. The leave reaches the
+    // owner over another shard's channel than the join, so allow it time.
+    users[1].0.unsubscribe("chat:full").await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match users[3].0.subscribe("chat:full", NO_PRESENCE).await {
+            Ok(_) => break,
+            Err(e) if server_error(ErrorCode::RoomFull)(&e) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("the freed place was not given: {e:?}"),
+        }
+    }
+    let err = users[1].0.subscribe("chat:full", NO_PRESENCE).await.unwrap_err();
+    assert!(server_error(ErrorCode::RoomFull)(&err), "full again: {err:?}");
+
+    // A publish reaches the three members.
+    let p = users[0]
+        .0
+        .publish("chat:full", &b"members only"[..], PublishOptions::default())
+        .await
+        .unwrap();
+    for i in [0, 2, 3] {
+        let d = next_message(&mut users[i].1).await;
+        assert_eq!((d.room.as_str(), d.offset), ("chat:full", p.offset), "u{i}");
+    }
     stop(node).await;
 }
 
