@@ -192,6 +192,42 @@ async fn volatile_publish_is_acked_without_offset() {
 }
 
 #[tokio::test]
+async fn a_namespace_without_volatile_refuses_volatile_publishes() {
+    let mut config = herald_gateway::NodeConfig::default();
+    for (name, ns) in &mut config.namespaces {
+        if name == "chat" {
+            ns.volatile = false;
+        }
+    }
+    let node = node_with(config);
+    let (alice, mut events) = client(&node.url(), "alice").await;
+    alice.subscribe("chat:calm", SubscribeOptions::default()).await.unwrap();
+    let volatile = PublishOptions {
+        volatile: true,
+        ..PublishOptions::default()
+    };
+    let err = alice
+        .publish("chat:calm", &b"fleeting"[..], volatile.clone())
+        .await
+        .unwrap_err();
+    assert_refused(&err, ErrorCode::VolatileNotAllowed);
+    // Stored publishes still go through, and were the only thing delivered;
+    // other namespaces keep their own setting.
+    let p = alice
+        .publish("chat:calm", &b"kept"[..], PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(p.offset, 1, "the refused publish took no offset");
+    let d = next_matching(&mut events, |ev| match ev {
+        ClientEvent::Message(d) => Some(d),
+        _ => None,
+    })
+    .await;
+    assert_eq!(&d.payload[..], b"kept");
+    alice.publish("game:1", &b"pos"[..], volatile).await.unwrap();
+}
+
+#[tokio::test]
 async fn refused_requests_carry_typed_errors() {
     let node = node();
     let (alice, _e) = client(&node.url(), "alice").await;
