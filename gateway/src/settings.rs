@@ -127,7 +127,12 @@ pub fn figment(file: Option<&Path>, flags: &Settings) -> Figment {
 
 /// Reads and checks the merged settings.
 pub fn load(figment: &Figment) -> Result<Loaded, String> {
-    let s: Settings = figment.extract().map_err(|e| format!("configuration: {e}"))?;
+    // figment puts the source ("in FILE") on a line of its own; one line
+    // reads better in a terminal and in a log collector.
+    let s: Settings = figment.extract().map_err(|e| {
+        let words: Vec<String> = e.to_string().split_whitespace().map(str::to_owned).collect();
+        format!("configuration: {}", words.join(" "))
+    })?;
     resolve(s)
 }
 

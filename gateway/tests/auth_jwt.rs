@@ -395,6 +395,23 @@ fn herald_serve_refuses_unsafe_or_invalid_configuration() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
     assert!(stderr.contains("shards"), "stderr: {stderr}");
+
+    // A missing or mistyped file: exit 64 and one line that names the file.
+    let dir = std::env::temp_dir().join(format!("herald-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "listen = 5\n").unwrap();
+    let missing = dir.join("missing.toml");
+    for file in [&bad, &missing] {
+        let out = herald(&["serve", "--config", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "stderr: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        // figment may show the path relative to a parent directory.
+        let name = file.file_name().unwrap().to_str().unwrap();
+        assert!(stderr.contains(name), "names the file: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
