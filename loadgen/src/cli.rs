@@ -561,14 +561,14 @@ pub fn summary(r: &Value) -> String {
     if !steps.is_empty() {
         let _ = writeln!(
             s,
-            "{:<12} {:>12} {:>14} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6}",
-            "step", "deliveries/s", "delivered", "lost", "dup", "p50", "p90", "p99", "p99.9", "max", "kept"
+            "{:<12} {:>12} {:>14} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6}",
+            "step", "deliveries/s", "delivered", "lost", "dup", "p50", "p90", "p99", "p99.9", "max", "lag p99", "kept"
         );
         for st in &steps {
             let l = &st["latency_us"];
             let _ = writeln!(
                 s,
-                "{:<12} {:>12.0} {:>14} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6}",
+                "{:<12} {:>12.0} {:>14} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6}",
                 st["name"].as_str().unwrap_or(""),
                 st["deliveries_per_sec"].as_f64().unwrap_or(0.0),
                 format!("{}/{}", u(&st["delivered"]), u(&st["expected"])),
@@ -579,6 +579,10 @@ pub fn summary(r: &Value) -> String {
                 lat(l, "p99"),
                 lat(l, "p999"),
                 lat(l, "max"),
+                // The generator's own lateness, already inside the latency:
+                // large here means the figures are the generator's, not the
+                // target's.
+                lat(&st["send_lag_us"], "p99"),
                 if st["kept_up"].as_bool() == Some(true) {
                     "yes"
                 } else {
@@ -612,6 +616,29 @@ pub fn summary(r: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_step_table_shows_each_steps_send_lag() {
+        let report = serde_json::json!({
+            "scenario": "fanout",
+            "rate": {"steps": [{
+                "name": "500/s", "deliveries_per_sec": 5000.0, "delivered": 10, "expected": 10,
+                "lost": 0, "duplicated": 0, "kept_up": true,
+                "latency_us": {"p50": 900, "p90": 1000, "p99": 2000, "p999": 3000, "max": 4000},
+                "send_lag_us": {"p50": 10, "p99": 777, "max": 900}
+            }]}
+        });
+        let text = summary(&report);
+        let header = text.lines().find(|l| l.starts_with("step")).unwrap();
+        let row = text.lines().find(|l| l.starts_with("500/s")).unwrap();
+        // Right-aligned columns: a cell ends where its heading ends.
+        let end_of = |line: &str, cell: &str| {
+            line.find(cell)
+                .map(|i| line[..i].chars().count() + cell.chars().count())
+        };
+        assert_eq!(end_of(row, "777 µs"), end_of(header, "lag p99"), "{text}");
+        assert_eq!(end_of(row, "4.00 ms"), end_of(header, " max"), "{text}");
+    }
 
     #[derive(Parser)]
     struct Wrap {

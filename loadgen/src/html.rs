@@ -151,6 +151,7 @@ fn steps(r: &Value) -> String {
                 lat("p99"),
                 lat("p999"),
                 lat("max"),
+                cell(num(s, &["send_lag_us", "p99"]).map(fmt_us)),
                 cell(kept_up),
                 cpu("target_cpu_us_per_delivery"),
                 cpu("loadgen_cpu_us_per_delivery"),
@@ -167,6 +168,7 @@ fn steps(r: &Value) -> String {
         "p99",
         "p99.9",
         "max",
+        "send lag p99",
         "kept up",
         "target CPU µs/delivery",
         "loadgen CPU µs/delivery",
@@ -697,7 +699,8 @@ mod tests {
             "sent": 1000, "expected": 10000, "delivered": 9990, "lost": 10, "duplicated": 0, "out_of_order": 0,
             "rate": {"steps": [{"name": "500/s", "rate": 500.0, "deliveries_per_sec": 5000.0, "delivered": 25000,
                                 "expected": 25000, "lost": 0, "latency_us": {"p50": 600, "p99": 2000, "p999": 3000, "max": 9000},
-                                "kept_up": true, "target_cpu_us_per_delivery": 12.5, "loadgen_cpu_us_per_delivery": null}],
+                                "kept_up": true, "target_cpu_us_per_delivery": 12.5, "loadgen_cpu_us_per_delivery": null,
+                                "send_lag_us": {"p50": 12, "p99": 734, "max": 900}}],
                      "max_sustained_deliveries_per_sec": 5000.0, "max_sustained_rate": 500.0},
             "timeline": [
                 {"t": 0, "connections": 50, "sent": 500, "delivered": 5000, "p50_us": 700, "p99_us": 1800, "errors": 0,
@@ -734,6 +737,8 @@ mod tests {
             "99.999%",
             "<figcaption>Target memory (RSS)</figcaption><svg",
             "<figcaption>Target CPU</figcaption><svg",
+            "<th>send lag p99</th>",
+            "<td class=\"n\">734 µs</td>",
         ] {
             assert!(html.contains(needle), "missing {needle:?}");
         }
