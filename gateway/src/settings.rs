@@ -130,8 +130,9 @@ pub fn load(figment: &Figment) -> Result<Loaded, String> {
     // figment puts the source ("in FILE") on a line of its own; one line
     // reads better in a terminal and in a log collector.
     let s: Settings = figment.extract().map_err(|e| {
-        let words: Vec<String> = e.to_string().split_whitespace().map(str::to_owned).collect();
-        format!("configuration: {}", words.join(" "))
+        let text = e.to_string();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        format!("configuration: {}", lines.join(" "))
     })?;
     resolve(s)
 }

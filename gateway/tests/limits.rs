@@ -121,8 +121,8 @@ async fn a_full_room_refuses_the_next_subscriber_until_one_leaves() {
         }
     }
     let node = node_with(config);
-    // Four users, so (with SO_REUSEPORT) their connections land on several
-    // shards: the room's owner counts subscribers from every shard.
+    // SO_REUSEPORT spreads the four connections over the shards; the room's
+    // owner counts subscribers from all of them.
     let mut users = Vec::new();
     for i in 0..4 {
         users.push(client(&node.url(), &format!("u{i}")).await);

@@ -78,10 +78,8 @@ pub enum Ev {
 #[derive(Debug)]
 pub struct Fleet {
     poll: Poll,
-    /// Ends a poll at the next due send with sub-millisecond precision;
-    /// `None` where no timerfd could be made (the poll timeout then rounds
-    /// up to whole milliseconds).
-    alarm: Option<Alarm>,
+    /// Ends a poll at the next due send with sub-millisecond precision.
+    alarm: Alarm,
     events: Events,
     pub conns: Vec<Conn>,
     targets: Vec<Target>,
@@ -113,7 +111,7 @@ impl Fleet {
     ) -> io::Result<Self> {
         let kind = targets.first().map_or(Kind::Herald, |t| t.kind);
         let poll = Poll::new()?;
-        let alarm = Alarm::new(poll.registry()).ok();
+        let alarm = Alarm::new(poll.registry())?;
         Ok(Self {
             poll,
             alarm,
@@ -301,8 +299,8 @@ impl Fleet {
     /// (a send, a connect) is not held back by epoll's millisecond timeout.
     pub fn poll_until(&mut self, due: Instant, cap: Duration) -> io::Result<()> {
         let wait = due.saturating_duration_since(Instant::now());
-        if let Some(alarm) = self.alarm.as_mut().filter(|_| !wait.is_zero() && wait <= cap) {
-            alarm.arm_at(due)?;
+        if !wait.is_zero() && wait <= cap {
+            self.alarm.arm_at(due)?;
         }
         self.poll(wait.min(cap))
     }
