@@ -9,6 +9,9 @@
 #   SCENARIO=10    1,000 rooms x 10, 20 publishers (default RATE 5000 msgs/s)
 #   SHARDS (1), DURATION (8s), OUT (target/ab)
 #   PERF=1         also `perf record -g` each node for 5 s mid-step, into $OUT
+#   LOADGEN_A, LOADGEN_B  herald-loadgen binaries for the A and B runs
+#                  (default: this tree's); give one herald twice to A/B the
+#                  load generator itself
 #
 # A build of an older commit, for example:
 #   git worktree add /tmp/herald-a COMMIT && (cd /tmp/herald-a && cargo build --release -p herald-gateway --bin herald)
@@ -16,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/scripts/lib.sh
-[ $# -ge 2 ] || { sed -n 2,16p "$0" >&2; exit 1; }
+[ $# -ge 2 ] || { sed -n 2,19p "$0" >&2; exit 1; }
 A=$1 B=$2 ROUNDS=${3:-3}
 SCENARIO=${SCENARIO:-5000}
 case "$SCENARIO" in
@@ -28,7 +31,8 @@ OUT=${OUT:-target/ab}
 PORT=${PORT:-18490}
 mkdir -p "$OUT"
 cargo build --release -p herald-loadgen --bin herald-loadgen
-LG=target/release/herald-loadgen
+LOADGEN_A=${LOADGEN_A:-target/release/herald-loadgen}
+LOADGEN_B=${LOADGEN_B:-target/release/herald-loadgen}
 
 node_pid=""
 stop_node() {
@@ -39,7 +43,7 @@ stop_node() {
 }
 trap stop_node EXIT
 
-# one LABEL BINARY ROUND
+# one LABEL BINARY ROUND LOADGEN
 one() {
   HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
     "$2" serve --listen "127.0.0.1:$PORT" --shards "${SHARDS:-1}" --data-dir "$OUT/data" \
@@ -49,7 +53,7 @@ one() {
   if [ -n "${PERF:-}" ]; then
     (sleep 4; perf record -g -p "$node_pid" -o "$OUT/perf-$1-$3.data" -- sleep 5 >/dev/null 2>&1) &
   fi
-  "$LG" fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+  "$4" fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
     --source-ips "${SOURCE_IPS:-127.0.0.2-127.0.0.9}" "${SHAPE[@]}" --payload 64 \
     --duration "${DURATION:-8s}" --rate "$RATE" --keep-up 0 --quiet --json "$OUT/$1-$3.json" >/dev/null
   stop_node
@@ -57,23 +61,26 @@ one() {
 }
 
 for r in $(seq "$ROUNDS"); do
-  one a "$A" "$r"
-  one b "$B" "$r"
+  one a "$A" "$r" "$LOADGEN_A"
+  one b "$B" "$r" "$LOADGEN_B"
 done
 
-python3 - "$OUT" "$ROUNDS" "$A" "$B" <<'EOF'
+python3 - "$OUT" "$ROUNDS" "$A" "$B" "$LOADGEN_A" "$LOADGEN_B" <<'EOF'
 import json, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-print(f"A = {sys.argv[3]}\nB = {sys.argv[4]}\n")
-print("| run | p50 | p99 | node CPU/delivery | delivered |")
-print("|---|---|---|---|---|")
+print(f"A = {sys.argv[3]} (load generator {sys.argv[5]})\nB = {sys.argv[4]} (load generator {sys.argv[6]})\n")
+print("| run | p50 | p99 | send lag p99 | node CPU/delivery | generator CPU/delivery | delivered |")
+print("|---|---|---|---|---|---|---|")
+def us(v):
+    return f"{v:.2f} µs" if v is not None else "-"
 for r in range(1, rounds + 1):
     for side in "ab":
         j = json.load(open(f"{out}/{side}-{r}.json"))
         step = j["rate"]["steps"][0]
         lat = j["latency_us"]
-        cpu = step.get("target_cpu_us_per_delivery")
-        cpu = f"{cpu:.2f} µs" if cpu is not None else "-"
-        print(f"| {side.upper()}{r} | {lat['p50'] / 1000:.1f} ms | {lat['p99'] / 1000:.1f} ms | {cpu} | "
+        lag = (step.get("send_lag_us") or {}).get("p99")
+        lag = f"{lag} µs" if lag is not None else "-"
+        print(f"| {side.upper()}{r} | {lat['p50'] / 1000:.2f} ms | {lat['p99'] / 1000:.2f} ms | {lag} | "
+              f"{us(step.get('target_cpu_us_per_delivery'))} | {us(step.get('loadgen_cpu_us_per_delivery'))} | "
               f"{j['delivered']:,} / {j['expected']:,} |")
 EOF
