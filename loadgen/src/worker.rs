@@ -233,7 +233,10 @@ impl<E: FnMut(Report)> Worker<E> {
             if next == mine.len() && self.fleet.in_progress() == 0 {
                 break;
             }
-            if next < mine.len() {
+            // With the window full, the next connect waits for one in
+            // flight to finish (an event), not for its due time: polling
+            // with a zero timeout then would spin a core the target needs.
+            if next < mine.len() && self.fleet.in_progress() < self.plan.connect_window {
                 self.fleet.poll_until(due(mine[next]), Duration::from_millis(10))?;
             } else {
                 self.fleet.poll(Duration::from_millis(10))?;
