@@ -61,7 +61,9 @@ fn check_report(v: &Value, mode: &str, connections: u64, payload: u64, batch: u6
     assert_eq!(u(v, "batch"), batch);
     let deliveries = u(v, "deliveries");
     assert!(deliveries > 0, "no deliveries: {v}");
-    assert_eq!(deliveries % (connections * batch), 0, "partial messages: {v}");
+    // A message goes to every connection, or in rate mode to one room.
+    let reached = if mode == "rate" { u(v, "room_size") } else { connections };
+    assert_eq!(deliveries % (reached * batch), 0, "partial messages: {v}");
     assert_eq!(u(v, "received_bytes"), deliveries * payload, "bytes lost: {v}");
     if u(v, "would_block_writes") == 0 {
         assert_eq!(
@@ -151,6 +153,44 @@ fn sweep_latency_reports_percentiles() {
     assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{l}");
 }
 
+/// Open loop in rooms: every room gets its share of the messages (checked
+/// per connection by the binary), and latency counts from the schedule.
+#[test]
+fn rate_mode_delivers_each_message_to_its_room() {
+    let v = run_json(
+        "rate",
+        &[
+            "--mode",
+            "rate",
+            "--connections",
+            "30",
+            "--room-size",
+            "10",
+            "--rate",
+            "200",
+            "--duration",
+            "0.5",
+        ],
+    );
+    check_report(&v, "rate", 30, 64, 1);
+    // 100 messages, each to the 10 connections of one room.
+    assert_eq!(u(&v, "rounds"), 100, "{v}");
+    assert_eq!(u(&v, "deliveries"), 1000, "{v}");
+    assert_eq!(u(&v, "room_size"), 10);
+    assert_eq!(f(&v, "rate"), 200.0);
+    assert_eq!(f(&v, "deliveries_per_sec"), 2000.0, "offered rate: {v}");
+    // The schedule spans 0.5 s; the wall time from start to the last byte
+    // cannot be shorter than the time of the last message (0.495 s).
+    assert!(f(&v, "wall_s") >= 0.495, "{v}");
+    for key in ["latency_us", "send_lag_us"] {
+        let l = &v[key];
+        let (p50, p99, p999, max) = (f(l, "p50"), f(l, "p99"), f(l, "p999"), f(l, "max"));
+        assert!(p50 <= p99 && p99 <= p999 && p999 <= max, "{key}: {l}");
+    }
+    // A delivery cannot arrive before its message was written.
+    assert!(f(&v["latency_us"], "max") >= f(&v["send_lag_us"], "max"), "{v}");
+}
+
 fn run_err(args: &[&str]) -> Output {
     let out = Command::new(BIN).args(args).output().expect("run raw-ceiling");
     assert_eq!(out.status.code(), Some(2), "{args:?} should fail cleanly");
@@ -163,6 +203,13 @@ fn bounds_are_enforced() {
     assert!(err.contains("between 1 and 9000"), "{err}");
     let err = String::from_utf8_lossy(&run_err(&["--duration", "121"]).stderr).into_owned();
     assert!(err.contains("at most 120"), "{err}");
+    let rooms = ["--mode", "rate", "--connections", "25", "--room-size", "10"];
+    let err = String::from_utf8_lossy(&run_err(&rooms).stderr).into_owned();
+    assert!(err.contains("divide --connections"), "{err}");
+    let err = String::from_utf8_lossy(&run_err(&["--mode", "rate", "--rate", "0"]).stderr).into_owned();
+    assert!(err.contains("--rate must be more than 0"), "{err}");
+    let err = String::from_utf8_lossy(&run_err(&["--mode", "rate", "--batch", "2"]).stderr).into_owned();
+    assert!(err.contains("rate mode writes each message on its own"), "{err}");
 }
 
 #[test]

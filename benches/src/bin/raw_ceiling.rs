@@ -25,6 +25,17 @@
 //!   first write → last byte received; `write_span_us` is first write → last
 //!   write returned. `duration_s` is the sum of the sample latencies, so
 //!   `deliveries_per_sec` is the rate while the kernel is busy.
+//! - `rate`: open loop, as a gateway sees small rooms. The connections are
+//!   split into rooms of `--room-size`; `--rate` messages per second, each
+//!   one write to every connection of the next room (round robin), for
+//!   `--duration` seconds. Message `k` is due at `k / rate` after the start
+//!   and is written when due, never earlier; `latency_us` is its scheduled
+//!   time → its last byte read, per delivery (so the writer's own lateness,
+//!   `send_lag_us`, is inside it, as in `herald-loadgen`). The receiver
+//!   knows which message a connection's `j`-th record is from the schedule,
+//!   so the bytes carry no timestamps and a write split by a full socket
+//!   buffer is still timed by its last byte. This is the kernel's floor for
+//!   a gateway's publish → deliver latency in small rooms at that rate.
 //!
 //! CPU time comes from `/proc/thread-self/stat` (writer),
 //! `/proc/self/task/<tid>/stat` (receiver) and `/proc/self/stat` (process):
@@ -35,7 +46,8 @@
 //! payload, batch, duration_s, deliveries, deliveries_per_sec,
 //! writer_cpu_us_per_delivery {user, sys}, process_cpu_us_per_delivery,
 //! would_block_writes, machine {cores, kernel, cpu_model}` (and
-//! `latency_us {p50, p99, max}` in sweep-latency mode) plus a few more
+//! `latency_us {p50, p99, p999, max}` in sweep-latency and rate mode;
+//! `rate`, `room_size`, `send_lag_us` in rate mode) plus a few more
 //! (`received_bytes`, `writes`, `writes_per_sec`, `flush_writes`,
 //! `receiver_cpu_us_per_delivery`, `receiver_reads` (whole run, warm-up
 //! included), ...). The receiver keeps up when `receiver_reads` is about
@@ -54,6 +66,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use serde_json::{Value, json};
@@ -81,6 +94,15 @@ const WARMUP_SAMPLES: usize = 3;
 const CONNECT_CHUNK: usize = 64;
 /// The receiver must have every byte this long after the writer is done.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_RATE: f64 = 1_000_000.0;
+/// Rate mode: time between setting the schedule's start and its first
+/// message, so the receiver knows the start before any byte arrives.
+const RATE_LEAD_IN: Duration = Duration::from_millis(20);
+/// Rate mode: longest sleep while waiting for the next message, so bytes
+/// owed to full sockets are still written in time.
+const RATE_NAP: Duration = Duration::from_micros(500);
+/// Largest latency the histograms record (µs); larger values are clamped.
+const MAX_LATENCY_US: u64 = 120_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -88,6 +110,9 @@ enum Mode {
     Max,
     /// One message to every connection at a time; first write → last byte.
     SweepLatency,
+    /// Open loop: --rate messages/s, each to one room of --room-size
+    /// connections; scheduled time → last byte, per delivery.
+    Rate,
 }
 
 impl Mode {
@@ -95,6 +120,7 @@ impl Mode {
         match self {
             Mode::Max => "max",
             Mode::SweepLatency => "sweep-latency",
+            Mode::Rate => "rate",
         }
     }
 }
@@ -115,7 +141,7 @@ struct Args {
     /// Messages coalesced into one write per connection.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Seconds of sending in max mode, at most 120.
+    /// Seconds of sending in max and rate mode, at most 120.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
     /// Recorded samples in sweep-latency mode.
@@ -124,6 +150,13 @@ struct Args {
     /// Pause between sweep-latency samples, in milliseconds.
     #[arg(long, default_value_t = 2)]
     gap_ms: u64,
+    /// Rate mode: messages per second (each one write to every connection
+    /// of one room), at most 1,000,000.
+    #[arg(long, default_value_t = 5000.0)]
+    rate: f64,
+    /// Rate mode: connections per room; --connections must be a multiple.
+    #[arg(long, default_value_t = 10)]
+    room_size: usize,
     /// Also write the results as a JSON object to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -143,6 +176,8 @@ struct Config {
     samples: usize,
     gap: Duration,
     recv_pause: Duration,
+    rate: f64,
+    room_size: usize,
 }
 
 impl Config {
@@ -162,6 +197,9 @@ impl Config {
         if a.batch == 0 || a.batch.saturating_mul(a.payload) > MAX_WRITE {
             bail!("--batch must be at least 1 and batch × payload at most {MAX_WRITE} bytes");
         }
+        if a.mode == Mode::Rate && a.batch != 1 {
+            bail!("--batch is for max and sweep-latency mode; rate mode writes each message on its own");
+        }
         if !(a.duration > 0.0 && a.duration <= MAX_DURATION_S) {
             bail!(
                 "--duration must be more than 0 and at most {MAX_DURATION_S} seconds (got {})",
@@ -170,6 +208,19 @@ impl Config {
         }
         if a.samples == 0 || a.samples > MAX_SAMPLES {
             bail!("--samples must be between 1 and {MAX_SAMPLES} (got {})", a.samples);
+        }
+        if !(a.rate > 0.0 && a.rate <= MAX_RATE) {
+            bail!(
+                "--rate must be more than 0 and at most {MAX_RATE} messages/s (got {})",
+                a.rate
+            );
+        }
+        if a.room_size == 0 || !a.connections.is_multiple_of(a.room_size) {
+            bail!(
+                "--room-size must be at least 1 and divide --connections (got {} and {})",
+                a.room_size,
+                a.connections
+            );
         }
         if a.gap_ms > MAX_GAP_MS || a.recv_pause_ms > MAX_GAP_MS {
             bail!("--gap-ms and --recv-pause-ms must be at most {MAX_GAP_MS}");
@@ -183,7 +234,36 @@ impl Config {
             samples: a.samples,
             gap: Duration::from_millis(a.gap_ms),
             recv_pause: Duration::from_millis(a.recv_pause_ms),
+            rate: a.rate,
+            room_size: a.room_size,
         })
+    }
+
+    fn rooms(&self) -> usize {
+        self.connections / self.room_size
+    }
+
+    /// Rate mode: messages in the run.
+    fn rate_messages(&self) -> u64 {
+        (self.duration.as_secs_f64() * self.rate).floor().max(1.0) as u64
+    }
+
+    /// Rate mode: when message `k` is due, in ns after the schedule's start
+    /// (computed from `k`, not accumulated, so it does not drift).
+    fn due_offset_ns(&self, k: u64) -> u64 {
+        (k as f64 * 1e9 / self.rate) as u64
+    }
+
+    /// Rate mode: the message whose bytes are connection `conn`'s `j`-th
+    /// record (rooms take messages round robin).
+    fn message_of_record(&self, conn: usize, j: u64) -> u64 {
+        (conn / self.room_size) as u64 + j * self.rooms() as u64
+    }
+
+    /// Rate mode: messages room `room` gets in the whole run.
+    fn messages_for_room(&self, room: usize) -> u64 {
+        let (total, rooms) = (self.rate_messages(), self.rooms() as u64);
+        total / rooms + u64::from((room as u64) < total % rooms)
     }
 
     /// Bytes of one write to one connection.
@@ -374,6 +454,9 @@ struct Shared {
     /// ... and when (ns since `epoch`).
     reached_at_ns: AtomicU64,
     stop: AtomicBool,
+    /// Rate mode: the schedule's start (ns since `epoch`), set before the
+    /// first write.
+    rate_start_ns: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -381,13 +464,19 @@ struct RecvStats {
     received: u64,
     per_connection: Vec<u64>,
     reads: u64,
+    /// Rate mode: scheduled time → last byte, µs, per delivery.
+    latency: Option<Histogram<u64>>,
+}
+
+fn latency_histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).context("creating a histogram")
 }
 
 /// The receiver thread: drains every client socket and counts bytes.
 fn receive(
     mut clients: Vec<TcpStream>,
     shared: &Shared,
-    pause: Duration,
+    cfg: &Config,
     ready: &mpsc::Sender<Result<PathBuf>>,
 ) -> Result<RecvStats> {
     let mut setup = || -> Result<(Poll, PathBuf)> {
@@ -411,8 +500,14 @@ fn receive(
     };
     let mut stats = RecvStats {
         per_connection: vec![0; clients.len()],
+        latency: if cfg.mode == Mode::Rate {
+            Some(latency_histogram()?)
+        } else {
+            None
+        },
         ..RecvStats::default()
     };
+    let payload = cfg.payload as u64;
     let mut buf = vec![0u8; RECV_BUF];
     let mut events = Events::with_capacity(1024);
     // When the latest bytes were read (ns since the epoch).
@@ -431,9 +526,19 @@ fn receive(
                 match conn.read(&mut buf) {
                     Ok(0) => bail!("connection {i} was closed by the writer side"),
                     Ok(k) => {
+                        let before = stats.per_connection[i];
                         stats.received += k as u64;
                         stats.per_connection[i] += k as u64;
                         stats.reads += 1;
+                        if let Some(h) = stats.latency.as_mut() {
+                            // Records whose last byte this read brought.
+                            let now = now_ns(shared.epoch);
+                            let start = shared.rate_start_ns.load(SeqCst);
+                            for j in before / payload..(before + k as u64) / payload {
+                                let due = start + cfg.due_offset_ns(cfg.message_of_record(i, j));
+                                h.saturating_record(now.saturating_sub(due) / 1000);
+                            }
+                        }
                         // A short read of a stream socket means it is drained;
                         // on Linux new data raises a new edge.
                         if k < buf.len() {
@@ -458,8 +563,8 @@ fn receive(
         if shared.stop.load(SeqCst) {
             return Ok(stats);
         }
-        if !pause.is_zero() {
-            thread::sleep(pause);
+        if !cfg.recv_pause.is_zero() {
+            thread::sleep(cfg.recv_pause);
         }
     }
 }
@@ -507,7 +612,12 @@ impl Writer {
     /// One write of `len` bytes to every connection (appended to the debt of
     /// a connection that is still owed bytes).
     fn send_all(&mut self, len: u64) -> Result<()> {
-        for i in 0..self.conns.len() {
+        self.send_to(0..self.conns.len(), len)
+    }
+
+    /// One write of `len` bytes to each of the connections `conns`.
+    fn send_to(&mut self, conns: std::ops::Range<usize>, len: u64) -> Result<()> {
+        for i in conns {
             if self.owed[i] > 0 {
                 self.owed[i] += len;
                 self.total_owed += len;
@@ -599,6 +709,7 @@ fn wait_received(shared: &Shared, total: u64, receiver: &thread::JoinHandle<Resu
 struct Percentiles {
     p50: f64,
     p99: f64,
+    p999: f64,
     max: f64,
 }
 
@@ -616,12 +727,29 @@ impl Percentiles {
         Percentiles {
             p50: at(50.0),
             p99: at(99.0),
+            p999: at(99.9),
             max: at(100.0),
         }
     }
 
+    /// Percentiles of a histogram of µs values.
+    fn of_histogram(h: &Histogram<u64>) -> Percentiles {
+        let at = |q: f64| h.value_at_quantile(q) as f64;
+        Percentiles {
+            p50: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: h.max() as f64,
+        }
+    }
+
     fn json(&self) -> Value {
-        json!({ "p50": round3(self.p50), "p99": round3(self.p99), "max": round3(self.max) })
+        json!({
+            "p50": round3(self.p50),
+            "p99": round3(self.p99),
+            "p999": round3(self.p999),
+            "max": round3(self.max),
+        })
     }
 }
 
@@ -644,6 +772,7 @@ struct Report {
     cpu: CpuSet,
     latency: Option<Percentiles>,
     write_span: Option<Percentiles>,
+    send_lag: Option<Percentiles>,
 }
 
 fn round3(x: f64) -> f64 {
@@ -703,10 +832,19 @@ impl Report {
                 "cpu_model": self.machine.cpu_model,
             },
         });
-        if let (Some(l), Some(w), Some(obj)) = (self.latency, self.write_span, v.as_object_mut()) {
-            obj.insert("samples".into(), json!(c.samples));
-            obj.insert("latency_us".into(), l.json());
-            obj.insert("write_span_us".into(), w.json());
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(l) = self.latency {
+                obj.insert("latency_us".into(), l.json());
+            }
+            if let Some(w) = self.write_span {
+                obj.insert("samples".into(), json!(c.samples));
+                obj.insert("write_span_us".into(), w.json());
+            }
+            if let Some(lag) = self.send_lag {
+                obj.insert("rate".into(), json!(c.rate));
+                obj.insert("room_size".into(), json!(c.room_size));
+                obj.insert("send_lag_us".into(), lag.json());
+            }
         }
         v
     }
@@ -752,6 +890,22 @@ impl Report {
             "  would-block     {} writes (then {} writes on readiness)",
             self.would_block_writes, self.flush_writes
         );
+        if let (Some(l), Some(lag)) = (self.latency, self.send_lag) {
+            println!(
+                "  open loop, {} msgs/s to rooms of {} ({:.0} deliveries/s offered): scheduled → last byte p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs, max {:.0} µs",
+                c.rate,
+                c.room_size,
+                c.rate * c.room_size as f64,
+                l.p50,
+                l.p99,
+                l.p999,
+                l.max
+            );
+            println!(
+                "  writer lateness (send lag): p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
+                lag.p50, lag.p99, lag.max
+            );
+        }
         if let (Some(l), Some(w)) = (self.latency, self.write_span) {
             println!(
                 "  one message to all {} connections, {} samples: first write → last byte p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
@@ -777,6 +931,8 @@ struct WriterOutcome {
     cpu: CpuSet,
     latency_ns: Vec<u64>,
     write_span_ns: Vec<u64>,
+    /// Rate mode: scheduled time → first write, µs, per message.
+    send_lag: Option<Histogram<u64>>,
     /// Bytes written before the measured window (warm-up).
     warmup_bytes: u64,
 }
@@ -820,6 +976,51 @@ fn drive(
                 cpu,
                 latency_ns: Vec::new(),
                 write_span_ns: Vec::new(),
+                send_lag: None,
+                warmup_bytes: 0,
+            })
+        }
+        Mode::Rate => {
+            let total = cfg.rate_messages();
+            let (rooms, size) = (cfg.rooms() as u64, cfg.room_size);
+            let mut lag = latency_histogram()?;
+            let cpu0 = CpuSet::read(receiver_stat)?;
+            let start_ns = now_ns(shared.epoch) + RATE_LEAD_IN.as_nanos() as u64;
+            shared.rate_start_ns.store(start_ns, SeqCst);
+            for k in 0..total {
+                let due = start_ns + cfg.due_offset_ns(k);
+                loop {
+                    if w.total_owed > 0 {
+                        w.service(Duration::ZERO)?;
+                    }
+                    let now = now_ns(shared.epoch);
+                    if now >= due {
+                        lag.saturating_record((now - due) / 1000);
+                        break;
+                    }
+                    thread::sleep(Duration::from_nanos(due - now).min(RATE_NAP));
+                }
+                let room = (k % rooms) as usize;
+                w.send_to(room * size..(room + 1) * size, len)?;
+                while w.total_owed > OWED_LIMIT {
+                    w.service(Duration::from_millis(100))?;
+                }
+            }
+            w.flush_all()?;
+            let end_ns = wait_received(shared, w.written, receiver)?;
+            let cpu = CpuSet::read(receiver_stat)?.since(cpu0);
+            Ok(WriterOutcome {
+                // The offered window, so deliveries_per_sec is the offered rate.
+                duration: Duration::from_nanos(cfg.due_offset_ns(total)),
+                wall: Duration::from_nanos(end_ns.saturating_sub(start_ns)),
+                rounds: total,
+                writes: w.writes,
+                flush_writes: w.flush_writes,
+                would_block: w.would_block,
+                cpu,
+                latency_ns: Vec::new(),
+                write_span_ns: Vec::new(),
+                send_lag: Some(lag),
                 warmup_bytes: 0,
             })
         }
@@ -859,6 +1060,7 @@ fn drive(
                 cpu,
                 latency_ns,
                 write_span_ns,
+                send_lag: None,
                 warmup_bytes: base.3,
             })
         }
@@ -875,14 +1077,15 @@ fn run(cfg: &Config) -> Result<Report> {
         reached: AtomicU64::new(0),
         reached_at_ns: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        rate_start_ns: AtomicU64::new(0),
     });
     let (ready_tx, ready_rx) = mpsc::channel();
     let receiver = {
         let shared = Arc::clone(&shared);
-        let pause = cfg.recv_pause;
+        let cfg = *cfg;
         thread::Builder::new()
             .name("raw-receiver".into())
-            .spawn(move || receive(clients, &shared, pause, &ready_tx))
+            .spawn(move || receive(clients, &shared, &cfg, &ready_tx))
             .context("spawning the receiver thread")?
     };
     // The writer (and its sockets) outlives the receiver: closing them first
@@ -907,7 +1110,11 @@ fn run(cfg: &Config) -> Result<Report> {
         (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
     };
 
-    let n = cfg.connections as u64;
+    // Connections a message goes to.
+    let n = match cfg.mode {
+        Mode::Rate => cfg.room_size as u64,
+        Mode::Max | Mode::SweepLatency => cfg.connections as u64,
+    };
     let received = recv.received - out.warmup_bytes;
     let len = cfg.write_len();
     let expected = out.rounds * n * len;
@@ -917,11 +1124,15 @@ fn run(cfg: &Config) -> Result<Report> {
             out.rounds
         );
     }
-    let per_conn = (out.warmup_bytes + received) / n;
-    if let Some(i) = recv.per_connection.iter().position(|&b| b != per_conn) {
+    let per_conn = |i: usize| match cfg.mode {
+        Mode::Rate => cfg.messages_for_room(i / cfg.room_size) * len,
+        Mode::Max | Mode::SweepLatency => (out.warmup_bytes + received) / n,
+    };
+    if let Some(i) = (0..recv.per_connection.len()).find(|&i| recv.per_connection[i] != per_conn(i)) {
         bail!(
-            "connection {i} received {} B, expected {per_conn} B",
-            recv.per_connection[i]
+            "connection {i} received {} B, expected {} B",
+            recv.per_connection[i],
+            per_conn(i)
         );
     }
     Ok(Report {
@@ -937,8 +1148,12 @@ fn run(cfg: &Config) -> Result<Report> {
         would_block_writes: out.would_block,
         receiver_reads: recv.reads,
         cpu: out.cpu,
-        latency: (!out.latency_ns.is_empty()).then(|| Percentiles::of_ns(&mut out.latency_ns)),
+        latency: match &recv.latency {
+            Some(h) => Some(Percentiles::of_histogram(h)),
+            None => (!out.latency_ns.is_empty()).then(|| Percentiles::of_ns(&mut out.latency_ns)),
+        },
         write_span: (!out.write_span_ns.is_empty()).then(|| Percentiles::of_ns(&mut out.write_span_ns)),
+        send_lag: out.send_lag.as_ref().map(Percentiles::of_histogram),
     })
 }
 
@@ -970,6 +1185,28 @@ mod tests {
         let mut v: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
         let p = Percentiles::of_ns(&mut v);
         assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
+    }
+
+    #[test]
+    fn rate_schedule_maps_records_to_messages() {
+        let args = Args::parse_from([
+            "raw-ceiling",
+            "--mode",
+            "rate",
+            "--connections",
+            "30",
+            "--rate",
+            "1000",
+            "--duration",
+            "0.01",
+        ]);
+        let cfg = Config::from_args(&args).unwrap();
+        // 10 messages over 3 rooms: rooms 0, 1, 2, 0, 1, 2, 0, 1, 2, 0.
+        assert_eq!(cfg.rate_messages(), 10);
+        assert_eq!([0, 1, 2].map(|r| cfg.messages_for_room(r)), [4, 3, 3]);
+        // Connection 25 is in room 2: its records are messages 2, 5, 8.
+        assert_eq!([0, 1, 2].map(|j| cfg.message_of_record(25, j)), [2, 5, 8]);
+        assert_eq!(cfg.due_offset_ns(8), 8_000_000);
     }
 
     #[test]
