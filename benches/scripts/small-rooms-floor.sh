@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Herald's publish -> deliver latency in rooms of 10 beside the kernel's floor
+# at the same rates, in one run: for each rate, `raw-ceiling --mode rate`
+# (plain TCP, one 64 B write per delivery, no protocol) and then Herald on a
+# fresh node driven by `herald-loadgen fanout`. Both are open loop, time each
+# delivery from its message's scheduled time, and use 9,000 receiving
+# connections in 900 rooms of 10 (the most one raw-ceiling process holds
+# under the 20,000 open-file limit).
+#
+# usage: benches/scripts/small-rooms-floor.sh [ROUNDS]
+#   RATES     messages/s, comma-separated (default 2500,3750,5000,6250,7500,10000;
+#             x10 deliveries/s)
+#   SHARDS    Herald's shards (default 2, one per core here)
+#   DURATION  seconds per step (default 8); OUT (target/floor)
+# Bounded: ROUNDS x rates x 2 steps of DURATION plus connection set-up
+# (about 2.5 minutes per round with the defaults).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. benches/scripts/lib.sh
+ROUNDS=${1:-3}
+RATES=${RATES:-2500,3750,5000,6250,7500,10000}
+SHARDS=${SHARDS:-2}
+DURATION=${DURATION:-8}
+OUT=${OUT:-target/floor}
+PORT=${PORT:-18500}
+mkdir -p "$OUT"
+cargo build --release -p herald-gateway --bin herald -p herald-benches --bin raw-ceiling \
+  -p herald-loadgen --bin herald-loadgen
+
+node_pid=""
+stop_node() {
+  [ -n "$node_pid" ] || return 0
+  kill -TERM "$node_pid" 2>/dev/null || true
+  wait "$node_pid" 2>/dev/null || true
+  node_pid=""
+}
+trap stop_node EXIT
+
+for r in $(seq "$ROUNDS"); do
+  for rate in ${RATES//,/ }; do
+    target/release/raw-ceiling --mode rate --connections 9000 --room-size 10 --rate "$rate" \
+      --duration "$DURATION" --json "$OUT/kernel-$rate-$r.json" >/dev/null
+    # Publish limits are raised so 20 publisher connections can drive the
+    # schedule; everything else is the default configuration.
+    HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
+      target/release/herald serve --listen "127.0.0.1:$PORT" --shards "$SHARDS" \
+      --data-dir "$OUT/data" >"$OUT/herald.log" 2>&1 &
+    node_pid=$!
+    wait_healthy "http://127.0.0.1:$PORT/health" || { echo "node did not start" >&2; exit 1; }
+    target/release/herald-loadgen fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
+      --source-ips "${SOURCE_IPS:-127.0.0.2-127.0.0.9}" --subscribers 9000 --rooms 900 --publishers 20 \
+      --payload 64 --duration "${DURATION}s" --rate "$rate" --keep-up 0 --quiet \
+      --json "$OUT/herald-$rate-$r.json" >/dev/null
+    stop_node
+    echo "round $r, $rate msgs/s: done"
+  done
+done
+
+python3 - "$OUT" "$ROUNDS" "$RATES" "$SHARDS" <<'EOF'
+import json, statistics, sys
+out, rounds, rates, shards = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(","), sys.argv[4]
+def ms(us):
+    return f"{us / 1000:.2f}"
+print(f"Rooms of 10, 9,000 receivers, 64 B; Herald on {shards} shard(s). "
+      f"Latency in ms, median of {rounds} run(s) (each run's figure in brackets).\n")
+print("| deliveries/s | kernel p50 | kernel p99 | kernel p99.9 | Herald p50 | Herald p99 | Herald p99.9 | Herald p99 / kernel p99 |")
+print("|---|---|---|---|---|---|---|---|")
+for rate in rates:
+    k = [json.load(open(f"{out}/kernel-{rate}-{r}.json"))["latency_us"] for r in range(1, rounds + 1)]
+    h = [json.load(open(f"{out}/herald-{rate}-{r}.json"))["latency_us"] for r in range(1, rounds + 1)]
+    def cell(runs, key):
+        vals = [x[key] for x in runs]
+        return ms(statistics.median(vals)) + (" (" + " / ".join(ms(v) for v in vals) + ")" if rounds > 1 else "")
+    ratio = statistics.median(x["p99"] for x in h) / max(statistics.median(x["p99"] for x in k), 1)
+    print(f"| {int(rate) * 10:,} | {cell(k, 'p50')} | {cell(k, 'p99')} | {cell(k, 'p999')} | "
+          f"{cell(h, 'p50')} | {cell(h, 'p99')} | {cell(h, 'p999')} | {ratio:.2f} |")
+EOF
