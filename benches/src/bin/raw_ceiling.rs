@@ -984,6 +984,11 @@ fn drive(
             let total = cfg.rate_messages();
             let (rooms, size) = (cfg.rooms() as u64, cfg.room_size);
             let mut lag = latency_histogram()?;
+            // The default 50 µs slack would make every sleep that much late,
+            // and the floor that much higher than what the kernel allows
+            // (herald-loadgen wakes on a timerfd, which has no slack).
+            rustix::thread::set_current_timer_slack(std::num::NonZeroU64::new(1))
+                .context("setting the writer's timer slack")?;
             let cpu0 = CpuSet::read(receiver_stat)?;
             let start_ns = now_ns(shared.epoch) + RATE_LEAD_IN.as_nanos() as u64;
             shared.rate_start_ns.store(start_ns, SeqCst);
