@@ -209,18 +209,8 @@ impl Config {
         if a.samples == 0 || a.samples > MAX_SAMPLES {
             bail!("--samples must be between 1 and {MAX_SAMPLES} (got {})", a.samples);
         }
-        if !(a.rate > 0.0 && a.rate <= MAX_RATE) {
-            bail!(
-                "--rate must be more than 0 and at most {MAX_RATE} messages/s (got {})",
-                a.rate
-            );
-        }
-        if a.room_size == 0 || !a.connections.is_multiple_of(a.room_size) {
-            bail!(
-                "--room-size must be at least 1 and divide --connections (got {} and {})",
-                a.room_size,
-                a.connections
-            );
+        if a.mode == Mode::Rate {
+            Self::check_rooms(a)?;
         }
         if a.gap_ms > MAX_GAP_MS || a.recv_pause_ms > MAX_GAP_MS {
             bail!("--gap-ms and --recv-pause-ms must be at most {MAX_GAP_MS}");
@@ -237,6 +227,24 @@ impl Config {
             rate: a.rate,
             room_size: a.room_size,
         })
+    }
+
+    /// Rate mode's own options (ignored by the other modes).
+    fn check_rooms(a: &Args) -> Result<()> {
+        if !(a.rate > 0.0 && a.rate <= MAX_RATE) {
+            bail!(
+                "--rate must be more than 0 and at most {MAX_RATE} messages/s (got {})",
+                a.rate
+            );
+        }
+        if a.room_size == 0 || !a.connections.is_multiple_of(a.room_size) {
+            bail!(
+                "--room-size must be at least 1 and divide --connections (got {} and {})",
+                a.room_size,
+                a.connections
+            );
+        }
+        Ok(())
     }
 
     fn rooms(&self) -> usize {
