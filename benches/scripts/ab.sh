@@ -34,22 +34,11 @@ cargo build --release -p herald-loadgen --bin herald-loadgen
 LOADGEN_A=${LOADGEN_A:-target/release/herald-loadgen}
 LOADGEN_B=${LOADGEN_B:-target/release/herald-loadgen}
 
-node_pid=""
-stop_node() {
-  [ -n "$node_pid" ] || return 0
-  kill -TERM "$node_pid" 2>/dev/null || true
-  wait "$node_pid" 2>/dev/null || true
-  node_pid=""
-}
 trap stop_node EXIT
 
 # one LABEL BINARY ROUND LOADGEN
 one() {
-  HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
-    "$2" serve --listen "127.0.0.1:$PORT" --shards "${SHARDS:-1}" --data-dir "$OUT/data" \
-    >"$OUT/herald-$1.log" 2>&1 &
-  node_pid=$!
-  wait_healthy "http://127.0.0.1:$PORT/health" || { echo "node $2 did not start" >&2; exit 1; }
+  start_bench_node "$2" "${SHARDS:-1}" "$OUT/data" "$OUT/herald-$1.log"
   if [ -n "${PERF:-}" ]; then
     (sleep 4; perf record -g -p "$node_pid" -o "$OUT/perf-$1-$3.data" -- sleep 5 >/dev/null 2>&1) &
   fi

@@ -14,3 +14,25 @@ wait_healthy() {
 half_rate() {
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rate"]["max_sustained_rate"]; print(r/2 if r else 0)' "$1"
 }
+
+# The node a script started (its pid in node_pid); stop_node sends SIGTERM
+# and waits for it. Scripts that start nodes set `trap stop_node EXIT`.
+node_pid=""
+stop_node() {
+  [ -n "$node_pid" ] || return 0
+  kill -TERM "$node_pid" 2>/dev/null || true
+  wait "$node_pid" 2>/dev/null || true
+  node_pid=""
+}
+
+# start_bench_node BINARY SHARDS DATA_DIR LOG: a node on 127.0.0.1:$PORT
+# (pid in node_pid), default settings except the per-connection publish
+# rate, raised so a few publisher connections can drive a schedule.
+start_bench_node() {
+  HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
+    "$1" serve --listen "127.0.0.1:$PORT" --shards "$2" --data-dir "$3" >"$4" 2>&1 &
+  node_pid=$!
+  wait_healthy "http://127.0.0.1:$PORT/health" && return 0
+  echo "node $1 did not start" >&2
+  exit 1
+}

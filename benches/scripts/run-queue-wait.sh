@@ -26,13 +26,6 @@ PORT=${PORT:-18520}
 mkdir -p "$OUT"
 cargo build --release -p herald-gateway --bin herald -p herald-loadgen --bin herald-loadgen
 
-node_pid=""
-stop_node() {
-  [ -n "$node_pid" ] || return 0
-  kill -TERM "$node_pid" 2>/dev/null || true
-  wait "$node_pid" 2>/dev/null || true
-  node_pid=""
-}
 trap stop_node EXIT
 
 # snap PID: "<thread name> <ns on CPU> <ns runnable, waiting>" per thread
@@ -43,11 +36,7 @@ snap() {
 }
 
 for r in $(seq "$ROUNDS"); do
-  HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
-    target/release/herald serve --listen "127.0.0.1:$PORT" --shards "$SHARDS" \
-    --data-dir "$OUT/data" >"$OUT/herald.log" 2>&1 &
-  node_pid=$!
-  wait_healthy "http://127.0.0.1:$PORT/health" || { echo "node did not start" >&2; exit 1; }
+  start_bench_node target/release/herald "$SHARDS" "$OUT/data" "$OUT/herald.log"
   target/release/herald-loadgen fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
     --source-ips "${SOURCE_IPS:-127.0.0.2-127.0.0.9}" "${SHAPE[@]}" --payload 64 --duration 8s \
     --rate "$RATE" --keep-up 0 --quiet --json "$OUT/step-$r.json" >/dev/null &

@@ -27,26 +27,13 @@ mkdir -p "$OUT"
 cargo build --release -p herald-gateway --bin herald -p herald-benches --bin raw-ceiling \
   -p herald-loadgen --bin herald-loadgen
 
-node_pid=""
-stop_node() {
-  [ -n "$node_pid" ] || return 0
-  kill -TERM "$node_pid" 2>/dev/null || true
-  wait "$node_pid" 2>/dev/null || true
-  node_pid=""
-}
 trap stop_node EXIT
 
 for r in $(seq "$ROUNDS"); do
   for rate in ${RATES//,/ }; do
     target/release/raw-ceiling --mode rate --connections 9000 --room-size 10 --rate "$rate" \
       --duration "$DURATION" --json "$OUT/kernel-$rate-$r.json" >/dev/null
-    # Publish limits are raised so 20 publisher connections can drive the
-    # schedule; everything else is the default configuration.
-    HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
-      target/release/herald serve --listen "127.0.0.1:$PORT" --shards "$SHARDS" \
-      --data-dir "$OUT/data" >"$OUT/herald.log" 2>&1 &
-    node_pid=$!
-    wait_healthy "http://127.0.0.1:$PORT/health" || { echo "node did not start" >&2; exit 1; }
+    start_bench_node target/release/herald "$SHARDS" "$OUT/data" "$OUT/herald.log"
     target/release/herald-loadgen fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
       --source-ips "${SOURCE_IPS:-127.0.0.2-127.0.0.9}" --subscribers 9000 --rooms 900 --publishers 20 \
       --payload 64 --duration "${DURATION}s" --rate "$rate" --keep-up 0 --quiet \

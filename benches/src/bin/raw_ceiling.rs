@@ -945,6 +945,25 @@ struct WriterOutcome {
     warmup_bytes: u64,
 }
 
+impl WriterOutcome {
+    /// An outcome whose counts are the writer's whole run (no warm-up).
+    fn whole_run(w: &Writer, duration: Duration, wall: Duration, rounds: u64, cpu: CpuSet) -> Self {
+        WriterOutcome {
+            duration,
+            wall,
+            rounds,
+            writes: w.writes,
+            flush_writes: w.flush_writes,
+            would_block: w.would_block,
+            cpu,
+            latency_ns: Vec::new(),
+            write_span_ns: Vec::new(),
+            send_lag: None,
+            warmup_bytes: 0,
+        }
+    }
+}
+
 fn drive(
     cfg: &Config,
     w: &mut Writer,
@@ -974,19 +993,7 @@ fn drive(
             let end_ns = wait_received(shared, w.written, receiver)?;
             let cpu = CpuSet::read(receiver_stat)?.since(cpu0);
             let span = Duration::from_nanos(end_ns.saturating_sub(start_ns));
-            Ok(WriterOutcome {
-                duration: span,
-                wall: span,
-                rounds,
-                writes: w.writes,
-                flush_writes: w.flush_writes,
-                would_block: w.would_block,
-                cpu,
-                latency_ns: Vec::new(),
-                write_span_ns: Vec::new(),
-                send_lag: None,
-                warmup_bytes: 0,
-            })
+            Ok(WriterOutcome::whole_run(w, span, span, rounds, cpu))
         }
         Mode::Rate => {
             let total = cfg.rate_messages();
@@ -1022,19 +1029,12 @@ fn drive(
             w.flush_all()?;
             let end_ns = wait_received(shared, w.written, receiver)?;
             let cpu = CpuSet::read(receiver_stat)?.since(cpu0);
+            // The offered window, so deliveries_per_sec is the offered rate.
+            let offered = Duration::from_nanos(cfg.due_offset_ns(total));
+            let wall = Duration::from_nanos(end_ns.saturating_sub(start_ns));
             Ok(WriterOutcome {
-                // The offered window, so deliveries_per_sec is the offered rate.
-                duration: Duration::from_nanos(cfg.due_offset_ns(total)),
-                wall: Duration::from_nanos(end_ns.saturating_sub(start_ns)),
-                rounds: total,
-                writes: w.writes,
-                flush_writes: w.flush_writes,
-                would_block: w.would_block,
-                cpu,
-                latency_ns: Vec::new(),
-                write_span_ns: Vec::new(),
                 send_lag: Some(lag),
-                warmup_bytes: 0,
+                ..WriterOutcome::whole_run(w, offered, wall, total, cpu)
             })
         }
         Mode::SweepLatency => {
