@@ -2,8 +2,10 @@
 # How much of a fan-out step each thread of the node and of the load
 # generator spent on a CPU and how much runnable but waiting for one, from
 # /proc/<pid>/task/<tid>/schedstat (ns on CPU, ns waiting on a run queue),
-# sampled over the middle 3 s of an 8 s step on a fresh node. It shows
-# whether the node and the generator compete for the machine's cores.
+# and how often it went to sleep and was woken (voluntary context switches,
+# /proc/<pid>/task/<tid>/status), sampled over the middle 3 s of an 8 s
+# step on a fresh node. It shows whether the node and the generator compete
+# for the machine's cores, and how many wake-ups a delivery costs.
 #
 # usage: benches/scripts/run-queue-wait.sh [ROUNDS]
 #   SCENARIO=5000  1 room x 5,000 subscribers, 1 publisher (default RATE 200 msgs/s)
@@ -28,10 +30,11 @@ cargo build --release -p herald-gateway --bin herald -p herald-loadgen --bin her
 
 trap stop_node EXIT
 
-# snap PID: "<thread name> <ns on CPU> <ns runnable, waiting>" per thread
+# snap PID: "<thread name> <ns on CPU> <ns runnable, waiting> <voluntary
+# context switches>" per thread
 snap() {
   for t in /proc/"$1"/task/*; do
-    echo "$(tr ' ' _ <"$t/comm") $(cut -d' ' -f1,2 <"$t/schedstat")"
+    echo "$(tr ' ' _ <"$t/comm") $(cut -d' ' -f1,2 <"$t/schedstat") $(awk '/^voluntary_ctxt/ {print $2}' "$t/status")"
   done
 }
 
@@ -56,13 +59,15 @@ out, rounds, shards, scenario, rate = sys.argv[1], int(sys.argv[2]), *sys.argv[3
 def load(path):
     d = {}
     for line in open(path):
-        name, run, wait = line.split()
-        r = d.setdefault(name, [0, 0])
-        r[0] += int(run); r[1] += int(wait)
+        name, *vals = line.split()
+        r = d.setdefault(name, [0, 0, 0])
+        for k, v in enumerate(vals):
+            r[k] += int(v)
     return d
-print(f"scenario {scenario}, {rate} msgs/s, {shards} shard(s); share of the 3 s window on a CPU / runnable but waiting\n")
-print("| run | p50 | p99 | thread | on CPU | waiting |")
-print("|---|---|---|---|---|---|")
+print(f"scenario {scenario}, {rate} msgs/s, {shards} shard(s); share of the 3 s window on a CPU / runnable but waiting; "
+      "sleeps (voluntary context switches) per published message\n")
+print("| run | p50 | p99 | thread | on CPU | waiting | sleeps per message |")
+print("|---|---|---|---|---|---|---|")
 for r in range(1, rounds + 1):
     lat = json.load(open(f"{out}/step-{r}.json"))["latency_us"]
     first = True
@@ -73,9 +78,10 @@ for r in range(1, rounds + 1):
                 continue
             run = (b[name][0] - a[name][0]) / 3e9
             wait = (b[name][1] - a[name][1]) / 3e9
+            sleeps = (b[name][2] - a[name][2]) / 3 / float(rate)
             if run < 0.01:
                 continue
             lead = f"| {r} | {lat['p50'] / 1000:.1f} ms | {lat['p99'] / 1000:.1f} ms" if first else "| | |"
             first = False
-            print(f"{lead} | {side} {name} | {run:.0%} | {wait:.0%} |")
+            print(f"{lead} | {side} {name} | {run:.0%} | {wait:.0%} | {sleeps:.2f} |")
 EOF
