@@ -19,21 +19,10 @@ SRC="--source-ips ${SOURCE_IPS:-127.0.0.2-127.0.0.9}"
 cargo build --release -p herald-gateway --bin herald -p herald-benches --bin raw-ceiling -p herald-loadgen --bin herald-loadgen
 LG=target/release/herald-loadgen
 
-node_pid=""
+# A fresh node on 2 shards (or $SHARDS) with the raised publish limits of
+# lib.sh's start_bench_node; everything else is the default configuration.
 start_node() {
-  # Publish limits are raised so a few publisher connections can drive the
-  # schedule; everything else is the default configuration.
-  HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
-    "$@" target/release/herald serve --listen "127.0.0.1:$PORT" --shards "${SHARDS:-2}" \
-    --data-dir "$OUT/data" >"$OUT/herald.log" 2>&1 &
-  node_pid=$!
-  wait_healthy "http://127.0.0.1:$PORT/health" && return 0
-  echo "node did not start" >&2
-  exit 1
-}
-stop_node() {
-  kill -TERM "$node_pid" 2>/dev/null || true
-  wait "$node_pid" 2>/dev/null || true
+  start_bench_node target/release/herald "${SHARDS:-2}" "$OUT/data" "$OUT/herald.log"
 }
 trap stop_node EXIT
 
@@ -52,7 +41,7 @@ stop_node
 # `herald` commits allocator arenas lazily; this is mimalloc's own default,
 # for comparison.
 echo "== idle memory, fresh node with MIMALLOC_ARENA_EAGER_COMMIT=2"
-start_node env MIMALLOC_ARENA_EAGER_COMMIT=2
+MIMALLOC_ARENA_EAGER_COMMIT=2 start_node
 $LG connect --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" $SRC \
   --connections 15000 --connect-rate 5000 --hold 5s --quiet --json "$OUT/idle-eager.json"
 stop_node

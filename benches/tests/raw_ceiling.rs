@@ -191,6 +191,11 @@ fn rate_mode_delivers_each_message_to_its_room() {
     }
     // A delivery cannot arrive before its message was written.
     assert!(f(&v["latency_us"], "max") >= f(&v["send_lag_us"], "max"), "{v}");
+    // 200 messages/s leave the writer idle between messages (it sleeps
+    // until each is due) and the receiver idle between deliveries.
+    let sleeps = &v["sleeps_per_message"];
+    assert!(f(sleeps, "writer") >= 0.5, "{sleeps}");
+    assert!(f(sleeps, "receiver") > 0.0, "{sleeps}");
 }
 
 fn run_err(args: &[&str]) -> Output {
@@ -210,6 +215,9 @@ fn bounds_are_enforced() {
     assert!(err.contains("divide --connections"), "{err}");
     let err = String::from_utf8_lossy(&run_err(&["--mode", "rate", "--rate", "0"]).stderr).into_owned();
     assert!(err.contains("--rate must be more than 0"), "{err}");
+    let short = ["--mode", "rate", "--rate", "1", "--duration", "0.5"];
+    let err = String::from_utf8_lossy(&run_err(&short).stderr).into_owned();
+    assert!(err.contains("at least one message"), "{err}");
     let err = String::from_utf8_lossy(&run_err(&["--mode", "rate", "--batch", "2"]).stderr).into_owned();
     assert!(err.contains("rate mode writes each message on its own"), "{err}");
 }

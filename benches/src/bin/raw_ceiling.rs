@@ -48,7 +48,9 @@
 //! would_block_writes, machine {cores, kernel, cpu_model}` (and
 //! `latency_us {p50, p99, p999, max}` in sweep-latency and rate mode;
 //! `rate`, `room_size`, `send_lag_us` in rate mode) plus a few more
-//! (`received_bytes`, `writes`, `writes_per_sec`, `flush_writes`,
+//! (`sleeps_per_message {writer, receiver}`: voluntary context switches
+//! per message, from /proc/.../status;
+//! `received_bytes`, `writes`, `writes_per_sec`, `flush_writes`,
 //! `receiver_cpu_us_per_delivery`, `receiver_reads` (whole run, warm-up
 //! included), ...). The receiver keeps up when `receiver_reads` is about
 //! `writes` (it reads each write on its own) rather than far fewer.
@@ -237,6 +239,13 @@ impl Config {
                 a.rate
             );
         }
+        if a.rate * a.duration < 1.0 {
+            bail!(
+                "--rate × --duration must give at least one message (got {} × {})",
+                a.rate,
+                a.duration
+            );
+        }
         if a.room_size == 0 || !a.connections.is_multiple_of(a.room_size) {
             bail!(
                 "--room-size must be at least 1 and divide --connections (got {} and {})",
@@ -253,7 +262,7 @@ impl Config {
 
     /// Rate mode: messages in the run.
     fn rate_messages(&self) -> u64 {
-        (self.duration.as_secs_f64() * self.rate).floor().max(1.0) as u64
+        (self.duration.as_secs_f64() * self.rate).floor() as u64
     }
 
     /// Rate mode: when message `k` is due, in ns after the schedule's start
@@ -330,12 +339,28 @@ impl Cpu {
     }
 }
 
-/// CPU snapshots of the writer, the receiver and the whole process.
+/// Times a thread went to sleep and was woken again (`voluntary_ctxt_switches`
+/// of its /proc status file): on loopback each wake-up of the reader is paid
+/// inside the writer's `write`.
+fn sleeps(status: &Path) -> Result<u64> {
+    let text = fs::read_to_string(status).with_context(|| format!("reading {}", status.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .context("no voluntary_ctxt_switches line")?
+        .trim()
+        .parse()
+        .context("malformed voluntary_ctxt_switches")
+}
+
+/// CPU snapshots of the writer, the receiver and the whole process, and
+/// the sleeps of the writer and the receiver.
 #[derive(Debug, Clone, Copy)]
 struct CpuSet {
     writer: Cpu,
     receiver: Cpu,
     process: Cpu,
+    writer_sleeps: u64,
+    receiver_sleeps: u64,
 }
 
 impl CpuSet {
@@ -344,6 +369,8 @@ impl CpuSet {
             writer: Cpu::read(Path::new("/proc/thread-self/stat"))?,
             receiver: Cpu::read(receiver_stat)?,
             process: Cpu::read(Path::new("/proc/self/stat"))?,
+            writer_sleeps: sleeps(Path::new("/proc/thread-self/status"))?,
+            receiver_sleeps: sleeps(&receiver_stat.with_file_name("status"))?,
         })
     }
 
@@ -352,6 +379,8 @@ impl CpuSet {
             writer: self.writer.since(start.writer),
             receiver: self.receiver.since(start.receiver),
             process: self.process.since(start.process),
+            writer_sleeps: self.writer_sleeps.saturating_sub(start.writer_sleeps),
+            receiver_sleeps: self.receiver_sleeps.saturating_sub(start.receiver_sleeps),
         }
     }
 }
@@ -796,6 +825,10 @@ impl Report {
         }
     }
 
+    fn per_round(&self, n: u64) -> f64 {
+        n as f64 / self.rounds.max(1) as f64
+    }
+
     fn deliveries_per_sec(&self) -> f64 {
         self.deliveries as f64 / self.duration.as_secs_f64().max(1e-9)
     }
@@ -830,6 +863,10 @@ impl Report {
                 "writer_sys": self.cpu.writer.sys_us() / 1e6,
                 "receiver": self.cpu.receiver.total_us() / 1e6,
                 "process": self.cpu.process.total_us() / 1e6,
+            },
+            "sleeps_per_message": {
+                "writer": round3(self.per_round(self.cpu.writer_sleeps)),
+                "receiver": round3(self.per_round(self.cpu.receiver_sleeps)),
             },
             "would_block_writes": self.would_block_writes,
             "flush_writes": self.flush_writes,
@@ -893,6 +930,11 @@ impl Report {
             "  receiver CPU    {:.3} µs per delivery; process CPU {:.3} µs per delivery",
             self.per_delivery(self.cpu.receiver.total_us()),
             self.per_delivery(self.cpu.process.total_us())
+        );
+        println!(
+            "  sleeps          writer {:.2}, receiver {:.2} per message (voluntary context switches)",
+            self.per_round(self.cpu.writer_sleeps),
+            self.per_round(self.cpu.receiver_sleeps)
         );
         println!(
             "  would-block     {} writes (then {} writes on readiness)",
