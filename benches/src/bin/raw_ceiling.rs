@@ -710,6 +710,14 @@ impl Writer {
         Ok(())
     }
 
+    /// Starts no new message while more than OWED_LIMIT bytes are owed.
+    fn pay_down(&mut self) -> Result<()> {
+        while self.total_owed > OWED_LIMIT {
+            self.service(Duration::from_millis(100))?;
+        }
+        Ok(())
+    }
+
     /// Pays every debt.
     fn flush_all(&mut self) -> Result<()> {
         let deadline = Instant::now() + DRAIN_TIMEOUT;
@@ -1006,6 +1014,21 @@ impl WriterOutcome {
     }
 }
 
+/// Ends a max or rate run: pays every debt, waits until the receiver has
+/// every byte, and returns when the last one came (ns since the epoch) and
+/// the CPU used since `cpu0`.
+fn finish(
+    w: &mut Writer,
+    shared: &Shared,
+    receiver: &thread::JoinHandle<Result<RecvStats>>,
+    receiver_stat: &Path,
+    cpu0: CpuSet,
+) -> Result<(u64, CpuSet)> {
+    w.flush_all()?;
+    let end_ns = wait_received(shared, w.written, receiver)?;
+    Ok((end_ns, CpuSet::read(receiver_stat)?.since(cpu0)))
+}
+
 fn drive(
     cfg: &Config,
     w: &mut Writer,
@@ -1026,14 +1049,10 @@ fn drive(
                 rounds += 1;
                 if w.total_owed > 0 {
                     w.service(Duration::ZERO)?;
-                    while w.total_owed > OWED_LIMIT {
-                        w.service(Duration::from_millis(100))?;
-                    }
+                    w.pay_down()?;
                 }
             }
-            w.flush_all()?;
-            let end_ns = wait_received(shared, w.written, receiver)?;
-            let cpu = CpuSet::read(receiver_stat)?.since(cpu0);
+            let (end_ns, cpu) = finish(w, shared, receiver, receiver_stat, cpu0)?;
             let span = Duration::from_nanos(end_ns.saturating_sub(start_ns));
             Ok(WriterOutcome::whole_run(w, span, span, rounds, cpu))
         }
@@ -1064,13 +1083,9 @@ fn drive(
                 }
                 let room = (k % rooms) as usize;
                 w.send_to(room * size..(room + 1) * size, len)?;
-                while w.total_owed > OWED_LIMIT {
-                    w.service(Duration::from_millis(100))?;
-                }
+                w.pay_down()?;
             }
-            w.flush_all()?;
-            let end_ns = wait_received(shared, w.written, receiver)?;
-            let cpu = CpuSet::read(receiver_stat)?.since(cpu0);
+            let (end_ns, cpu) = finish(w, shared, receiver, receiver_stat, cpu0)?;
             // The offered window, so deliveries_per_sec is the offered rate.
             let offered = Duration::from_nanos(cfg.due_offset_ns(total));
             let wall = Duration::from_nanos(end_ns.saturating_sub(start_ns));
