@@ -232,7 +232,21 @@ mod tests {
     }
 
     fn session_with(frames: &[Vec<u8>]) -> ServerSession {
-        let mut s = ServerSession::new(ServerConfig::default(), Instant::now());
+        let now = Instant::now();
+        let mut s = ServerSession::new(ServerConfig::default(), now);
+        let mut connect = herald_protocol::wire::ConnectT::default();
+        connect.token = Some("ann".into());
+        let frame =
+            herald_protocol::with_encoder(|e| e.body(1, herald_protocol::wire::BodyT::Connect(Box::new(connect))));
+        s.handle_frame(now, frame).unwrap();
+        while s.poll_event().is_some() {}
+        let accept = herald_protocol::Accept {
+            session_id: "s".into(),
+            node_id: "n".into(),
+            user_id: "ann".into(),
+            server_time_ms: 0,
+        };
+        s.accept(now, &accept);
         while s.poll_transmit().is_some() {}
         for f in frames {
             s.send(Bytes::from(f.clone()), false);

@@ -121,6 +121,7 @@ impl Shard {
                 );
             }
             ServerEvent::Request { request_id, body } => self.request(slot, key, request_id, body),
+            ServerEvent::RateLimited { .. } => self.stats.dropped(DropReason::RateLimited),
             ServerEvent::Closed { .. } => {}
         }
     }
@@ -621,7 +622,7 @@ fn queue_frame(
             return false;
         }
         // Closing: its error and close frames still need a write.
-        SendOutcome::SlowConsumer | SendOutcome::Closed => false,
+        SendOutcome::SlowConsumer | SendOutcome::Closed | SendOutcome::NotOpen => false,
     };
     if !c.queued_write {
         c.queued_write = true;

@@ -630,9 +630,7 @@ impl Shard {
         if opcode == ws::opcode::TEXT {
             let _ = w.session.handle_text();
         } else if let Err(e) = w.session.handle_frame(now, bytes::Bytes::copy_from_slice(payload)) {
-            if e.code() == ErrorCode::RateLimited {
-                self.stats.dropped(DropReason::RateLimited);
-            } else if e.code().0 >= 200 {
+            if e.code().0 >= 200 {
                 self.stats.dropped(DropReason::BadFrame);
             }
             tracing::debug!(shard = self.id, slot, error = %e, "protocol error");

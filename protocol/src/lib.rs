@@ -15,6 +15,9 @@
 //! - [`ServerSession`] and [`ClientSession`]: connection state machines in
 //!   the shape of quinn-proto (`handle_*` for input, commands, `poll_*` for
 //!   output).
+//! - [`owner`]: the room owner (offsets, memory window, members, presence,
+//!   idempotency), a state machine over a log store it speaks to only by
+//!   messages.
 //! - feature `client`: [`tokio_client`], an async WebSocket client with
 //!   reconnect and resume.
 
@@ -27,6 +30,7 @@ mod error;
 mod fastpath;
 pub mod framing;
 mod limits;
+pub mod owner;
 mod rate;
 mod server;
 #[cfg(feature = "client")]
@@ -64,7 +68,7 @@ pub use error::ProtocolError;
 pub use fastpath::accepts as fast_verifier_accepts;
 pub use limits::{DecodeLimits, SessionLimits, valid_room_name};
 pub use rate::TokenBucket;
-pub use server::{Accept, ResumeRoom, SendOutcome, ServerConfig, ServerEvent, ServerSession};
+pub use server::{Accept, RateLimit, ResumeRoom, SendOutcome, ServerConfig, ServerEvent, ServerSession};
 pub use wire::ErrorCode;
 
 /// The protocol version string sent in `Connect.protocol`.

@@ -118,6 +118,14 @@ pub enum ServerEvent {
         /// The request, decoded.
         body: wire::BodyT,
     },
+    /// The session refused a request for its rate limit (the refusal is
+    /// already queued to the client). For metrics.
+    RateLimited {
+        /// The refused request.
+        request_id: u32,
+        /// Which limit.
+        limit: RateLimit,
+    },
     /// The session is closing: flush [`ServerSession::poll_transmit`], then
     /// close the transport with this code and reason.
     Closed {
@@ -126,6 +134,15 @@ pub enum ServerEvent {
         /// Human-readable reason.
         reason: String,
     },
+}
+
+/// Which per-connection rate limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// Publishes per second.
+    Publish,
+    /// Typing updates per second.
+    Typing,
 }
 
 /// A room listed in `Connect.resume`.
@@ -164,6 +181,9 @@ pub enum SendOutcome {
     SlowConsumer,
     /// The session is closing or closed; nothing was queued.
     Closed,
+    /// The session is not open yet (no accepted `Connect`): application
+    /// frames never reach a connection that has not authenticated.
+    NotOpen,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,7 +304,7 @@ impl ServerSession {
                 let nonce = decoded.body_as_ping().map_or(0, |p| p.nonce());
                 // Volatile: a client that pings without reading gets its
                 // pongs dropped instead of growing the queue.
-                self.send(with_encoder(|e| e.pong(nonce)), true);
+                self.enqueue(with_encoder(|e| e.pong(nonce)), true);
             }
             (_, Body::Pong) => {}
             (State::AwaitingConnect, Body::Connect) => {
@@ -428,6 +448,10 @@ impl ServerSession {
                 }
                 if !self.publish_bucket.try_take(now) {
                     self.reply_error(request_id, ErrorCode::RateLimited, "publish rate limit exceeded");
+                    self.events.push_back(ServerEvent::RateLimited {
+                        request_id,
+                        limit: RateLimit::Publish,
+                    });
                     return;
                 }
                 self.events.push_back(ServerEvent::Publish {
@@ -448,6 +472,10 @@ impl ServerSession {
                     self.reply_error(request_id, ErrorCode::NotSubscribed, "typing needs a subscription");
                 } else if !self.typing_bucket.try_take(now) {
                     self.reply_error(request_id, ErrorCode::RateLimited, "typing rate limit exceeded");
+                    self.events.push_back(ServerEvent::RateLimited {
+                        request_id,
+                        limit: RateLimit::Typing,
+                    });
                 } else {
                     self.events.push_back(ServerEvent::Typing {
                         room,
@@ -491,7 +519,7 @@ impl ServerSession {
                 } else if now >= self.next_ping {
                     self.ping_nonce += 1;
                     let ping = with_encoder(|e| e.ping(self.ping_nonce));
-                    self.send(ping, true);
+                    self.enqueue(ping, true);
                     self.next_ping = now + self.config.heartbeat_interval;
                 }
             }
@@ -576,10 +604,22 @@ impl ServerSession {
         self.reply(request_id, code, Some(message));
     }
 
-    /// Queues an encoded frame (a delivery, an event, a page). Enforces the
-    /// outbound limit: when over it, queued volatile frames are dropped first;
-    /// if that is not enough the session closes as a slow consumer.
+    /// Queues an encoded application frame (a delivery, an event, a page).
+    /// Only an open session takes one: before `Connected` the answer is
+    /// [`SendOutcome::NotOpen`]. Enforces the outbound limit: when over it,
+    /// queued volatile frames are dropped first; if that is not enough the
+    /// session closes as a slow consumer.
     pub fn send(&mut self, frame: Bytes, volatile: bool) -> SendOutcome {
+        match self.state {
+            State::Open => self.enqueue(frame, volatile),
+            State::Closed => SendOutcome::Closed,
+            State::AwaitingConnect | State::Authenticating => SendOutcome::NotOpen,
+        }
+    }
+
+    /// [`send`](Self::send) in any state but closed: for the session's own
+    /// frames (pongs, pings), which a connection gets before it opens too.
+    fn enqueue(&mut self, frame: Bytes, volatile: bool) -> SendOutcome {
         if self.state == State::Closed {
             return SendOutcome::Closed;
         }
@@ -720,6 +760,15 @@ impl ServerSession {
         if self.pending_subscribes.is_empty() && self.pending_subscribes.capacity() > 0 {
             self.pending_subscribes = Vec::new();
         }
+    }
+
+    /// Bytes of heap the session's queues hold (their capacity, used or
+    /// not): what [`release_idle_memory`](Self::release_idle_memory) gives
+    /// back once they are empty.
+    pub fn queue_capacity_bytes(&self) -> usize {
+        self.outbound.capacity() * std::mem::size_of::<Outbound>()
+            + self.events.capacity() * std::mem::size_of::<ServerEvent>()
+            + self.pending_subscribes.capacity() * std::mem::size_of::<(u32, Box<str>)>()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.

@@ -8,13 +8,21 @@ mod support;
 use std::time::Duration;
 
 use herald_protocol::{ClientEvent, ErrorCode, Position, PublishOptions, ServerEvent, SubscribeOptions};
-use support::{Dir, Pair, messages, payloads};
+use support::{Dir, Pair, messages, owner_config, payloads};
 
 const ROOM: &str = "chat:lobby";
 
 /// A pair connected and subscribed to ROOM, having seen two messages.
 fn pair_at_offset_2() -> Pair {
+    pair_at_offset_2_keeping(1_000)
+}
+
+/// [`pair_at_offset_2`] with an owner that keeps `history` messages per room.
+fn pair_at_offset_2_keeping(history: usize) -> Pair {
     let mut pair = Pair::default();
+    let mut config = owner_config(1);
+    config.default_namespace.history = history;
+    pair.app.restart_owner(config);
     pair.connect();
     pair.client.subscribe(pair.now, ROOM, SubscribeOptions::default());
     pair.drive();
@@ -93,7 +101,7 @@ fn reconnect_resumes_and_replays_missed_messages_once() {
 
     // A message the client already has (a replay racing a live fan-out) is
     // dropped; the next new one is delivered.
-    pair.app.fan_out(&mut pair.server, ROOM, 5);
+    pair.app.redeliver(&mut pair.server, ROOM, 5);
     pair.publish_elsewhere(ROOM, b"m6");
     pair.drive();
     assert_eq!(messages(&pair.client_events()), ["m6"]);
@@ -121,13 +129,13 @@ fn reconnect_with_nothing_missed_recovers_with_an_empty_batch() {
 
 #[test]
 fn resume_says_not_recovered_when_history_lost_the_gap() {
-    let mut pair = pair_at_offset_2();
+    // The room keeps only its last 3 messages: after m12, 3..=9 are gone.
+    let mut pair = pair_at_offset_2_keeping(3);
     pair.drop_link();
     for i in 3..=12 {
         pair.publish_elsewhere(ROOM, format!("m{i}").as_bytes());
     }
-    // The room keeps only its last 3 messages: 3..=9 are gone.
-    pair.app.trim(ROOM, 3);
+    assert_eq!(pair.app.log(ROOM).first, 10);
 
     pair.connect();
     let events = pair.client_events();
@@ -158,7 +166,8 @@ fn resume_says_not_recovered_when_history_lost_the_gap() {
 fn resume_into_a_new_epoch_is_not_recovered() {
     let mut pair = pair_at_offset_2();
     pair.drop_link();
-    pair.app.rooms.get_mut(ROOM).expect("room").epoch = 2;
+    // The node restarted without durable history: a new epoch.
+    pair.app.restart_owner(owner_config(2));
     pair.connect();
     let events = pair.client_events();
     assert!(
@@ -262,7 +271,8 @@ fn volatile_publish_is_not_kept_across_a_disconnect() {
     let mut pair = Pair::default();
     pair.connect();
     pair.client_events();
-    pair.app.hold_publishes = true;
+    // The server takes it and answers, but the answer is lost.
+    pair.lose_server_frames = true;
     let id = pair.client.publish(
         pair.now,
         ROOM,
@@ -286,7 +296,7 @@ fn volatile_publish_is_not_kept_across_a_disconnect() {
         "{events:?}"
     );
     assert_eq!(pair.client.pending_requests(), 0);
-    pair.app.hold_publishes = false;
+    pair.lose_server_frames = false;
     pair.connect();
     assert_eq!(pair.app.publishes().len(), 1, "not resent");
 }

@@ -194,7 +194,8 @@ fn volatile_publish_is_acked_with_offset_zero_and_not_stored() {
     );
     pair.drive();
     let events = pair.client_events();
-    assert_eq!(published(&events), vec![(id, Position { epoch: 0, offset: 0 })]);
+    // Acknowledged in the room's epoch, at offset 0: nothing was stored.
+    assert_eq!(published(&events), vec![(id, Position { epoch: 1, offset: 0 })]);
     let [_, ClientEvent::Message(d)] = &events[..] else {
         panic!("{events:?}");
     };
@@ -257,6 +258,20 @@ fn publish_rate_limit_answers_rate_limited_after_the_burst() {
     let limited: Vec<(u32, ErrorCode)> = ids[100..].iter().map(|id| (*id, ErrorCode::RateLimited)).collect();
     assert_eq!(publish_failures(&events), limited);
     assert!(pair.server.is_open(), "rate limiting is not fatal");
+    // Each refusal is also an event for the application's metrics.
+    let counted: Vec<u32> = pair
+        .app
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::RateLimited {
+                request_id,
+                limit: herald_protocol::RateLimit::Publish,
+            } => Some(*request_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counted, ids[100..]);
 
     // The burst was taken when the publishes arrived, one latency before
     // their replies did. The next publishes arrive exactly one second after
@@ -323,7 +338,15 @@ fn typing_with_a_request_id_gets_rate_limited_replies() {
     for id in 10..16 {
         server.handle_frame(now, frames::typing(id, ROOM)).expect("valid");
     }
-    let typing = server_events(&mut server);
+    let mut typing = server_events(&mut server);
+    // The refusal is also an event, so the application can count it.
+    assert_eq!(
+        typing.pop(),
+        Some(ServerEvent::RateLimited {
+            request_id: 15,
+            limit: herald_protocol::RateLimit::Typing
+        })
+    );
     assert_eq!(typing.len(), 5);
     assert!(
         typing

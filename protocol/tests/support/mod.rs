@@ -25,10 +25,14 @@ macro_rules! obj {
 
 pub(crate) mod frames;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use herald_protocol::owner::{
+    Audience, Input, LogDone, LogRequest, Member, NamespaceConfig, Output, OwnerConfig, ReadPage, RoomOwner, Stored,
+};
 use herald_protocol::wire::{Body, ErrorCode};
 use herald_protocol::{
     Accept, ClientConfig, ClientEvent, ClientSession, MessageRef, Position, ServerConfig, ServerEvent, ServerSession,
@@ -112,6 +116,7 @@ impl Pair {
     /// `client.connect(now)`. Does not drive.
     pub(crate) fn open_link(&mut self) {
         self.server = ServerSession::new(self.server_config.clone(), self.now);
+        self.app.new_link();
         self.in_flight.clear();
         self.link_up = true;
         self.client.connect(self.now);
@@ -127,9 +132,17 @@ impl Pair {
     /// and the server session is gone (the gateway forgets it).
     pub(crate) fn drop_link(&mut self) {
         self.in_flight.clear();
-        self.link_up = false;
+        self.close_link();
         self.client.handle_disconnect(ErrorCode::Unavailable, "link dropped");
         self.collect_client_events();
+    }
+
+    /// The transport is gone: the gateway leaves the connection's rooms.
+    fn close_link(&mut self) {
+        if self.link_up {
+            self.app.link_gone(self.now);
+        }
+        self.link_up = false;
     }
 
     /// Whether the transport is up.
@@ -236,7 +249,7 @@ impl Pair {
                 .close_reason()
                 .map(|(c, r)| (c, r.to_owned()))
                 .unwrap_or((ErrorCode::InternalError, String::new()));
-            self.link_up = false;
+            self.close_link();
             self.in_flight.clear();
             self.client.handle_disconnect(code, &reason);
             self.collect_client_events();
@@ -295,7 +308,7 @@ impl Pair {
             any = true;
             if matches!(ev, ClientEvent::Disconnected { .. }) && self.link_up {
                 // The client gave up on this transport and closes it.
-                self.link_up = false;
+                self.close_link();
                 self.in_flight.clear();
             }
             self.client_events.push(ev);
@@ -307,25 +320,38 @@ impl Pair {
     /// server API): stored, and delivered to this client if it is connected
     /// and subscribed.
     pub(crate) fn publish_elsewhere(&mut self, room: &str, payload: &[u8]) -> Position {
-        let position = self.app.append(room, "bob", payload, None);
-        if self.link_up {
-            self.app.fan_out(&mut self.server, room, position.offset);
-        }
-        position
+        let now_ms = self.app.wall(self.now);
+        self.app.owner.handle(
+            now_ms,
+            Input::Publish {
+                origin: 0,
+                room: Arc::from(room),
+                user: Arc::from("bob"),
+                payload: Bytes::copy_from_slice(payload),
+                content_type: None,
+                volatile: false,
+                idempotency_key: None,
+                from_server: true,
+                received: self.now,
+            },
+        );
+        let server = self.link_up.then_some(&mut self.server);
+        self.app.pump(server, self.now);
+        self.app
+            .owner
+            .position(room)
+            .expect("the room exists once published to")
+    }
+
+    /// Completes the appends the store held (`app.hold_publishes`).
+    pub(crate) fn release_publishes(&mut self) {
+        let server = self.link_up.then_some(&mut self.server);
+        self.app.release_publishes(server, self.now);
     }
 }
 
-/// A message in a room's log.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Stored {
-    pub(crate) offset: u64,
-    pub(crate) publisher: String,
-    pub(crate) timestamp_ms: u64,
-    pub(crate) payload: Bytes,
-    pub(crate) content_type: Option<String>,
-}
-
-/// One room's log: an epoch and the retained tail of its messages.
+/// One room's log as the owner holds it: the epoch, the offset of the
+/// oldest message kept, and the kept messages.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RoomLog {
     pub(crate) epoch: u64,
@@ -335,63 +361,92 @@ pub(crate) struct RoomLog {
 }
 
 impl RoomLog {
-    fn new() -> Self {
-        Self {
-            epoch: 1,
-            first: 1,
-            messages: Vec::new(),
-        }
-    }
-
     /// The latest offset (0 when nothing was ever published).
     pub(crate) fn latest(&self) -> u64 {
         self.first + self.messages.len() as u64 - 1
     }
+}
 
-    /// Every message after `offset`, or None if some were already trimmed.
-    fn after(&self, offset: u64) -> Option<&[Stored]> {
-        if offset >= self.latest() {
-            return Some(&[]);
-        }
-        let skip = (offset + 1).checked_sub(self.first)?;
-        Some(&self.messages[skip as usize..])
-    }
+/// The wall clock the owner sees: a fixed start plus the pair's virtual time.
+const WALL_START_MS: u64 = 1_700_000_000_000;
 
-    fn last(&self, n: u32) -> &[Stored] {
-        &self.messages[self.messages.len().saturating_sub(n as usize)..]
+/// The owner settings of the miniature gateway: epoch 1, one shard, every
+/// room with the general namespace options.
+pub(crate) fn owner_config(epoch: u64) -> OwnerConfig {
+    OwnerConfig {
+        epoch,
+        shards: 1,
+        max_rooms: 10_000,
+        dedup_per_room: 10_000,
+        replay_budget: 512 * 1024,
+        default_namespace: NamespaceConfig::general(),
+        namespaces: Vec::new(),
     }
 }
 
-/// A gateway in miniature: authenticates `user:<id>` tokens, keeps a log per
-/// room, answers subscribes (with history or recovery), acks publishes
-/// (deduplicating idempotency keys) and fans messages out.
-#[derive(Debug, Default)]
+/// The connection of the current link, as the owner knows it.
+fn member(link: u64) -> Member {
+    Member { shard: 0, conn: link }
+}
+
+/// A gateway in miniature around the real room owner: authenticates
+/// `user:<id>` tokens, hands subscribes, publishes and unsubscribes to the
+/// owner, answers with what it says, and plays an in-memory log store that
+/// completes every append at once (unless `hold_publishes`).
+#[derive(Debug)]
 pub(crate) struct App {
-    pub(crate) rooms: HashMap<String, RoomLog>,
+    pub(crate) owner: RoomOwner<u32>,
     /// Every server event seen, in order.
     pub(crate) events: Vec<ServerEvent>,
     /// Leave `Connect` unanswered (authentication stalls).
     pub(crate) hold_connects: bool,
-    /// Leave publishes unanswered (storage stalls).
+    /// Leave appends unanswered (storage stalls): publishes wait for their
+    /// acknowledgement until released.
     pub(crate) hold_publishes: bool,
-    dedup: HashMap<(String, String), Position>,
+    held: Vec<LogRequest>,
+    /// Rooms the current link joined (the owner counts it there).
+    joined: Vec<Arc<str>>,
     user_id: String,
     sessions: u32,
+    /// Increments with every link, so each connection is a new member.
+    link: u64,
+    start: Option<Instant>,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self {
+            owner: RoomOwner::new(owner_config(1)),
+            events: Vec::new(),
+            hold_connects: false,
+            hold_publishes: false,
+            held: Vec::new(),
+            joined: Vec::new(),
+            user_id: String::new(),
+            sessions: 0,
+            link: 0,
+            start: None,
+        }
+    }
 }
 
 impl App {
-    /// The log of a room (panics if the room was never used).
-    pub(crate) fn log(&self, room: &str) -> &RoomLog {
-        self.rooms.get(room).unwrap_or_else(|| panic!("no room {room}"))
+    /// A room's log (panics if the owner holds no such room).
+    pub(crate) fn log(&mut self, room: &str) -> RoomLog {
+        let position = self.owner.position(room).unwrap_or_else(|| panic!("no room {room}"));
+        let messages = self.owner.window(room);
+        let first = messages.first().map_or(position.offset + 1, |m| m.offset);
+        RoomLog {
+            epoch: position.epoch,
+            first,
+            messages,
+        }
     }
 
-    /// Drops all but the last `keep` messages of a room, as a bounded
-    /// history would.
-    pub(crate) fn trim(&mut self, room: &str, keep: usize) {
-        let log = self.rooms.entry(room.to_owned()).or_insert_with(RoomLog::new);
-        let drop = log.messages.len().saturating_sub(keep);
-        log.messages.drain(..drop);
-        log.first += drop as u64;
+    /// The node restarts without durable history: a new owner, a new epoch.
+    pub(crate) fn restart_owner(&mut self, config: OwnerConfig) {
+        self.owner = RoomOwner::new(config);
+        self.held.clear();
     }
 
     /// Publish events seen by the server, as (room, payload, idempotency key).
@@ -410,8 +465,60 @@ impl App {
             .collect()
     }
 
+    /// Completes the appends held while `hold_publishes` was set.
+    pub(crate) fn release_publishes(&mut self, server: Option<&mut ServerSession>, now: Instant) {
+        self.hold_publishes = false;
+        let now_ms = self.wall(now);
+        for request in std::mem::take(&mut self.held) {
+            self.complete(request, now_ms);
+        }
+        self.pump(server, now);
+    }
+
+    fn wall(&mut self, now: Instant) -> u64 {
+        let start = *self.start.get_or_insert(now);
+        WALL_START_MS + now.saturating_duration_since(start).as_millis() as u64
+    }
+
+    fn complete(&mut self, request: LogRequest, now_ms: u64) {
+        let done = match request {
+            LogRequest::Append { ticket, room, .. } => LogDone::Appended {
+                ticket,
+                room,
+                result: Ok(()),
+            },
+            // The window is all the history there is.
+            LogRequest::Read { ticket, room, .. } => LogDone::Read {
+                ticket,
+                room,
+                result: Ok(ReadPage::default()),
+            },
+        };
+        self.owner.handle(now_ms, Input::Log(done));
+    }
+
+    /// A link closed: its connection leaves every room.
+    fn link_gone(&mut self, now: Instant) {
+        let now_ms = self.wall(now);
+        for room in std::mem::take(&mut self.joined) {
+            let leave = Input::Leave {
+                member: member(self.link),
+                room,
+            };
+            self.owner.handle(now_ms, leave);
+        }
+        self.pump(None, now);
+    }
+
+    /// A link opened: its connection is a new member.
+    fn new_link(&mut self) {
+        self.link += 1;
+    }
+
     fn handle(&mut self, server: &mut ServerSession, now: Instant, ev: ServerEvent) {
         self.events.push(ev.clone());
+        let now_ms = self.wall(now);
+        let user: Arc<str> = Arc::from(self.user_id.as_str());
         match ev {
             ServerEvent::Connect { .. } if self.hold_connects => {}
             ServerEvent::Connect { token, resume, .. } => {
@@ -427,12 +534,26 @@ impl App {
                         session_id: format!("s{}", self.sessions),
                         node_id: "node-1".into(),
                         user_id: user.to_owned(),
-                        server_time_ms: 1_700_000_000_000,
+                        server_time_ms: WALL_START_MS,
                     },
                 );
+                let user: Arc<str> = Arc::from(user);
                 for r in resume {
                     let recover = (r.position.epoch != 0).then_some(r.position);
-                    self.subscribe(server, 0, &r.room, 0, recover);
+                    let room: Arc<str> = Arc::from(r.room);
+                    self.joined.push(room.clone());
+                    self.owner.handle(
+                        now_ms,
+                        Input::Join {
+                            origin: 0,
+                            member: member(self.link),
+                            room,
+                            user: user.clone(),
+                            history: 0,
+                            recover,
+                            presence: r.presence,
+                        },
+                    );
                 }
             }
             ServerEvent::Subscribe {
@@ -440,9 +561,31 @@ impl App {
                 room,
                 history,
                 recover,
-                ..
-            } => self.subscribe(server, request_id, &room, history, recover),
-            ServerEvent::Publish { .. } if self.hold_publishes => {}
+                presence,
+            } => {
+                let room: Arc<str> = Arc::from(room);
+                if !self.joined.contains(&room) {
+                    self.joined.push(room.clone());
+                }
+                let join = Input::Join {
+                    origin: request_id,
+                    member: member(self.link),
+                    room,
+                    user,
+                    history,
+                    recover,
+                    presence,
+                };
+                self.owner.handle(now_ms, join);
+            }
+            ServerEvent::Unsubscribed { room } => {
+                self.joined.retain(|r| **r != *room);
+                let leave = Input::Leave {
+                    member: member(self.link),
+                    room: Arc::from(room),
+                };
+                self.owner.handle(now_ms, leave);
+            }
             ServerEvent::Publish {
                 request_id,
                 room,
@@ -450,92 +593,48 @@ impl App {
                 content_type,
                 volatile,
                 idempotency_key,
-            } => {
-                if volatile {
-                    server.ack(request_id, Position { epoch: 0, offset: 0 });
-                    let frame = with_encoder(|e| {
-                        e.message(&MessageRef {
-                            room: &room,
-                            publisher: &self.user_id,
-                            payload: &payload,
-                            content_type: content_type.as_deref(),
-                            volatile: true,
-                            ..MessageRef::default()
-                        })
-                    });
-                    if server.rooms().any(|r| r == room) {
-                        server.send(frame, true);
-                    }
-                    return;
-                }
-                let key = idempotency_key.map(|k| (room.clone(), k));
-                if let Some(position) = key.as_ref().and_then(|k| self.dedup.get(k)) {
-                    server.ack(request_id, *position);
-                    return;
-                }
-                let user = self.user_id.clone();
-                let position = self.append(&room, &user, &payload, content_type);
-                if let Some(key) = key {
-                    self.dedup.insert(key, position);
-                }
-                server.ack(request_id, position);
-                self.fan_out(server, &room, position.offset);
-            }
+            } => self.owner.handle(
+                now_ms,
+                Input::Publish {
+                    origin: request_id,
+                    room: Arc::from(room),
+                    user,
+                    payload,
+                    content_type,
+                    volatile,
+                    idempotency_key,
+                    from_server: false,
+                    received: now,
+                },
+            ),
             ServerEvent::Request { request_id, .. } => server.reply(request_id, ErrorCode::Ok, None),
-            ServerEvent::Unsubscribed { .. } | ServerEvent::Typing { .. } | ServerEvent::Closed { .. } => {}
+            ServerEvent::Typing { .. } | ServerEvent::RateLimited { .. } | ServerEvent::Closed { .. } => {}
+        }
+        self.pump(Some(server), now);
+    }
+
+    /// Runs the owner's outputs: answers to the session, deliveries to it
+    /// when it is subscribed, appends to the log store.
+    fn pump(&mut self, mut server: Option<&mut ServerSession>, now: Instant) {
+        while let Some(out) = self.owner.poll_output() {
+            match out {
+                Output::Log(request @ LogRequest::Append { .. }) if self.hold_publishes => self.held.push(request),
+                Output::Log(request) => {
+                    let now_ms = self.wall(now);
+                    self.complete(request, now_ms);
+                }
+                out => {
+                    if let Some(server) = server.as_deref_mut() {
+                        answer(server, out);
+                    }
+                }
+            }
         }
     }
 
-    fn subscribe(
-        &mut self,
-        server: &mut ServerSession,
-        request_id: u32,
-        room: &str,
-        history: u32,
-        recover: Option<Position>,
-    ) {
-        let log = self.rooms.entry(room.to_owned()).or_insert_with(RoomLog::new);
-        let (recovered, messages) = match recover {
-            Some(p) if p.epoch == log.epoch => match log.after(p.offset) {
-                Some(m) => (true, m),
-                None => (false, &[][..]),
-            },
-            Some(_) => (false, &[][..]),
-            None => (false, log.last(history)),
-        };
-        let history: Vec<MessageRef<'_>> = messages.iter().map(|m| message_ref(room, log.epoch, m)).collect();
-        server.subscribed(
-            request_id,
-            &SubscribedRef {
-                room,
-                epoch: log.epoch,
-                offset: log.latest(),
-                recovered,
-                history: &history,
-                presence: None,
-            },
-        );
-    }
-
-    fn append(&mut self, room: &str, publisher: &str, payload: &[u8], content_type: Option<String>) -> Position {
-        let log = self.rooms.entry(room.to_owned()).or_insert_with(RoomLog::new);
-        let offset = log.latest() + 1;
-        log.messages.push(Stored {
-            offset,
-            publisher: publisher.to_owned(),
-            timestamp_ms: 1_700_000_000_000 + offset,
-            payload: Bytes::copy_from_slice(payload),
-            content_type,
-        });
-        Position {
-            epoch: log.epoch,
-            offset,
-        }
-    }
-
-    /// Encodes a stored message once and queues it to the session if it is
-    /// subscribed to the room. Tests also use it to deliver a message again.
-    pub(crate) fn fan_out(&mut self, server: &mut ServerSession, room: &str, offset: u64) {
+    /// Encodes a stored message again and queues it to the session if it is
+    /// subscribed: a duplicate delivery, for tests of the client's dedup.
+    pub(crate) fn redeliver(&mut self, server: &mut ServerSession, room: &str, offset: u64) {
         if !server.rooms().any(|r| r == room) {
             return;
         }
@@ -543,21 +642,48 @@ impl App {
         let Some(m) = log.messages.iter().find(|m| m.offset == offset) else {
             return;
         };
-        let frame = with_encoder(|e| e.message(&message_ref(room, log.epoch, m)));
-        server.send(frame, false);
+        let frame = with_encoder(|e| e.message(&m.as_ref(room, log.epoch)));
+        let _ = server.send(frame, false);
     }
 }
 
-fn message_ref<'a>(room: &'a str, epoch: u64, m: &'a Stored) -> MessageRef<'a> {
-    MessageRef {
-        room,
-        epoch,
-        offset: m.offset,
-        publisher: &m.publisher,
-        timestamp_ms: m.timestamp_ms,
-        payload: &m.payload,
-        content_type: m.content_type.as_deref(),
-        volatile: false,
+/// One owner output, answered on the session.
+fn answer(server: &mut ServerSession, out: Output<u32>) {
+    match out {
+        Output::JoinResult {
+            origin, room, result, ..
+        } => match result {
+            Ok(j) => {
+                let history: Vec<MessageRef<'_>> = j.history.iter().map(|m| m.as_ref(&room, j.epoch)).collect();
+                server.subscribed(
+                    origin,
+                    &SubscribedRef {
+                        room: &room,
+                        epoch: j.epoch,
+                        offset: j.offset,
+                        recovered: j.recovered,
+                        history: &history,
+                        presence: None,
+                    },
+                );
+            }
+            Err(r) if origin == 0 => server.resume_failed(&room, r.code, r.message),
+            Err(r) => server.reply_error(origin, r.code, r.message),
+        },
+        Output::PublishResult { origin, result, .. } => match result {
+            Ok(position) => server.ack(origin, position),
+            Err(r) => server.reply_error(origin, r.code, r.message),
+        },
+        Output::Deliver {
+            room, frame, audience, ..
+        } => {
+            if let Audience::Members { volatile } = audience
+                && server.rooms().any(|r| *r == *room)
+            {
+                let _ = server.send(frame, volatile);
+            }
+        }
+        Output::Answer { .. } | Output::Rooms { .. } | Output::Log(_) => {}
     }
 }
 

@@ -1,0 +1,109 @@
+//! What an owner is configured with: its epoch, its bounds, and the options
+//! of each room namespace.
+
+use std::time::Duration;
+
+/// Options of the rooms in one namespace (the part of a room name before the
+/// first `:`, e.g. `chat` for `chat:lobby`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceConfig {
+    /// Messages kept in memory per room for history and resume.
+    pub history: usize,
+    /// Messages older than this leave the history (None: kept until evicted
+    /// by count).
+    pub history_max_age: Option<Duration>,
+    /// Presence (join/leave events and snapshots) is tracked.
+    pub presence: bool,
+    /// Clients may publish; when false only the server API may.
+    pub client_publish: bool,
+    /// Volatile (best-effort, unstored) publishes are allowed.
+    pub volatile: bool,
+    /// Subscribers per room; beyond it `RoomFull`.
+    pub max_subscribers: usize,
+}
+
+impl NamespaceConfig {
+    /// Rooms outside any configured namespace: chat-like defaults.
+    pub fn general() -> Self {
+        Self {
+            history: 1_000,
+            history_max_age: None,
+            presence: true,
+            client_publish: true,
+            volatile: true,
+            max_subscribers: 100_000,
+        }
+    }
+
+    /// The namespaces a node has unless configured otherwise: `chat`
+    /// (clients publish, presence, 1,000 messages), `dash` (dashboards: the
+    /// server publishes, 100 messages, no presence), `game` (clients publish
+    /// volatile state, 100 messages, presence) and `user` (per-user delivery:
+    /// the server publishes, 100 messages, no presence).
+    pub fn defaults() -> Vec<(String, NamespaceConfig)> {
+        let general = Self::general();
+        vec![
+            ("chat".into(), general.clone()),
+            (
+                "dash".into(),
+                Self {
+                    history: 100,
+                    presence: false,
+                    client_publish: false,
+                    ..general.clone()
+                },
+            ),
+            (
+                "game".into(),
+                Self {
+                    history: 100,
+                    ..general.clone()
+                },
+            ),
+            (
+                "user".into(),
+                Self {
+                    history: 100,
+                    presence: false,
+                    client_publish: false,
+                    ..general
+                },
+            ),
+        ]
+    }
+}
+
+/// Settings of one owner.
+#[derive(Debug, Clone)]
+pub struct OwnerConfig {
+    /// The epoch of every room this owner creates. It must differ from any
+    /// earlier owner of the same rooms whose history was lost, so resuming
+    /// clients are told `recovered = false`.
+    pub epoch: u64,
+    /// Shards of the node: a message to `user:U` goes to every one of them,
+    /// since each connection of U is a member there without joining.
+    pub shards: u32,
+    /// Rooms this owner holds; creating one more is refused (`Unavailable`).
+    pub max_rooms: usize,
+    /// Idempotency keys remembered per room.
+    pub dedup_per_room: usize,
+    /// Bytes of history one answer may carry (replays and pages are cut to
+    /// it, newest kept, so a replay never trips its own connection's
+    /// outbound limit).
+    pub replay_budget: usize,
+    /// Options of rooms outside the named namespaces.
+    pub default_namespace: NamespaceConfig,
+    /// Options per namespace.
+    pub namespaces: Vec<(String, NamespaceConfig)>,
+}
+
+impl OwnerConfig {
+    /// The options of `room`'s namespace.
+    pub fn namespace(&self, room: &str) -> &NamespaceConfig {
+        let ns = room.split_once(':').map_or("", |(ns, _)| ns);
+        self.namespaces
+            .iter()
+            .find(|(name, _)| name == ns)
+            .map_or(&self.default_namespace, |(_, c)| c)
+    }
+}

@@ -1,0 +1,751 @@
+//! The owner of a set of rooms, as a pure state machine.
+//!
+//! Every room has exactly one owner (on a single node: one shard). The owner
+//! assigns offsets, keeps a bounded memory window of recent messages, the
+//! members of each room by connection, presence by user, idempotency keys,
+//! and which shards have members. It is driven like the sessions: feed
+//! [`Input`]s to [`RoomOwner::handle`] with the time, pull [`Output`]s with
+//! [`RoomOwner::poll_output`]. It reads no clock and touches no socket or
+//! disk: durability is a log store beneath it, spoken to only through
+//! [`LogRequest`] outputs and [`LogDone`] inputs that may come back at any
+//! later time.
+//!
+//! **Acknowledged means durable.** A stored publish is answered and fanned
+//! out only when the log store has completed its append. Operations on a
+//! room (appends, joins, history reads, acknowledgements of duplicates) are
+//! released strictly in the order they arrived, whatever order the store
+//! answers in, so a joining connection's replay and the deliveries after it
+//! never leave a gap or repeat a message.
+
+mod config;
+mod io;
+mod log;
+mod replay;
+mod room;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::codec::with_encoder;
+use crate::wire::{self, BodyT, ErrorCode};
+use crate::{MessageRef, Position};
+
+pub use config::{NamespaceConfig, OwnerConfig};
+pub use io::{Answer, Audience, Input, Joined, Output, PresenceSnapshot, Query, Refusal, RoomInfo};
+pub use log::{LogDone, LogError, LogRequest, ReadPage, ReadRange, Stored, Ticket};
+use replay::{history_needs_store, join_read_range, resolve_history, resolve_join};
+use room::Room;
+
+/// Presence snapshots list at most this many users (with the full count).
+pub const PRESENCE_LIST_MAX: usize = 100;
+
+/// A connection as the owner knows it: the shard it lives on and an id that
+/// is unique there for the connection's whole life (a reused slot gets a new
+/// id), so nothing of one connection can reach the next one in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Member {
+    /// Shard (or, later, node) that holds the connection.
+    pub shard: u32,
+    /// Connection id on that shard.
+    pub conn: u64,
+}
+
+/// `user:U` rooms reach every connection of U.
+pub fn is_user_room(name: &str) -> bool {
+    name.starts_with("user:")
+}
+
+/// An operation waiting in a room for the log store or for the operations
+/// before it.
+#[derive(Debug)]
+enum Op<O> {
+    Append {
+        ticket: Ticket,
+        origin: O,
+        message: Stored,
+        frame: Bytes,
+        key: Option<Box<str>>,
+        received: Instant,
+        outcome: Option<Result<(), LogError>>,
+    },
+    /// A repeated idempotency key: answered once what it repeats is.
+    Ack {
+        origin: O,
+        publisher: Arc<str>,
+        key: Box<str>,
+        position: Position,
+    },
+    Join {
+        origin: O,
+        member: Member,
+        history: u32,
+        recover: Option<Position>,
+        presence: bool,
+        read: Read,
+    },
+    History {
+        origin: O,
+        range: ReadRange,
+        read: Read,
+    },
+}
+
+/// A read from the log store an operation needs.
+#[derive(Debug)]
+enum Read {
+    /// None asked (yet).
+    None,
+    Waiting(Ticket),
+    Done(Result<ReadPage, LogError>),
+}
+
+impl<O> Op<O> {
+    fn ticket(&self) -> Option<Ticket> {
+        match self {
+            Op::Append { ticket, .. } => Some(*ticket),
+            Op::Join {
+                read: Read::Waiting(t), ..
+            }
+            | Op::History {
+                read: Read::Waiting(t), ..
+            } => Some(*t),
+            _ => None,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        match self {
+            Op::Append { outcome, .. } => outcome.is_some(),
+            Op::Ack { .. } => true,
+            Op::Join { read, .. } | Op::History { read, .. } => !matches!(read, Read::Waiting(_)),
+        }
+    }
+}
+
+/// The owner of a set of rooms. See the [module docs](self).
+#[derive(Debug)]
+pub struct RoomOwner<O> {
+    config: OwnerConfig,
+    rooms: HashMap<Arc<str>, Room<O>>,
+    next_ticket: Ticket,
+    outputs: VecDeque<Output<O>>,
+}
+
+impl<O: Clone> RoomOwner<O> {
+    /// An owner with no rooms.
+    pub fn new(config: OwnerConfig) -> Self {
+        Self {
+            config,
+            rooms: HashMap::new(),
+            next_ticket: 1,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----------------------------------------------------------
+
+    /// The settings.
+    pub fn config(&self) -> &OwnerConfig {
+        &self.config
+    }
+
+    /// Rooms held.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// The latest released position of `room`, if held.
+    pub fn position(&self, room: &str) -> Option<Position> {
+        self.rooms.get(room).map(Room::position)
+    }
+
+    /// Member connections of `room` (0 if not held).
+    pub fn subscribers(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, Room::subscribers)
+    }
+
+    /// Whether `member` is a member of `room`.
+    pub fn is_member(&self, room: &str, member: Member) -> bool {
+        self.rooms.get(room).is_some_and(|r| r.is_member(member))
+    }
+
+    /// The messages the memory window of `room` holds, oldest first.
+    pub fn window(&mut self, room: &str) -> Vec<Stored> {
+        self.rooms
+            .get_mut(room)
+            .map(|r| r.window_after(0).to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Operations of all rooms waiting for the log store or for earlier ones.
+    pub fn pending(&self) -> usize {
+        self.rooms.values().map(|r| r.ops.len()).sum()
+    }
+
+    // ---- output -----------------------------------------------------------
+
+    /// The next output.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output<O>> {
+        self.outputs.pop_front()
+    }
+
+    // ---- input ------------------------------------------------------------
+
+    /// Handles one input at wall-clock time `now_ms` (ms since the Unix
+    /// epoch: message timestamps and history age).
+    pub fn handle(&mut self, now_ms: u64, input: Input<O>) {
+        match input {
+            Input::Join {
+                origin,
+                member,
+                room,
+                user,
+                history,
+                recover,
+                presence,
+            } => self.join(now_ms, origin, member, room, &user, history, recover, presence),
+            Input::Leave { member, room } => self.leave(member, &room),
+            Input::Publish {
+                origin,
+                room,
+                user,
+                payload,
+                content_type,
+                volatile,
+                idempotency_key,
+                from_server,
+                received,
+            } => {
+                let publish = Publish {
+                    user,
+                    payload,
+                    content_type: content_type.map(Arc::from),
+                    volatile,
+                    idempotency_key,
+                    from_server,
+                    received,
+                };
+                self.publish(now_ms, origin, room, publish);
+            }
+            Input::Typing {
+                member,
+                room,
+                user,
+                active,
+            } => self.typing(member, &room, &user, active),
+            Input::Query { origin, room, query } => self.query(now_ms, origin, room, query),
+            Input::ListRooms { origin } => {
+                let rooms = self
+                    .rooms
+                    .iter()
+                    .map(|(name, r)| RoomInfo {
+                        name: name.clone(),
+                        epoch: r.epoch,
+                        offset: r.released,
+                        subscribers: r.subscribers() as u64,
+                        users: r.user_count() as u64,
+                    })
+                    .collect();
+                self.outputs.push_back(Output::Rooms { origin, rooms });
+            }
+            Input::Log(done) => self.log_done(now_ms, done),
+        }
+    }
+
+    /// The room, created if this owner has room for one more.
+    fn room_entry(&mut self, name: &Arc<str>) -> Option<&mut Room<O>> {
+        if !self.rooms.contains_key(name) {
+            if self.rooms.len() >= self.config.max_rooms {
+                return None;
+            }
+            let ns = self.config.namespace(name);
+            let room = Room::new(self.config.epoch, ns, self.config.dedup_per_room);
+            self.rooms.insert(name.clone(), room);
+        }
+        self.rooms.get_mut(name)
+    }
+
+    fn ticket(&mut self) -> Ticket {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn join(
+        &mut self,
+        now_ms: u64,
+        origin: O,
+        member: Member,
+        name: Arc<str>,
+        user: &Arc<str>,
+        history: u32,
+        recover: Option<Position>,
+        presence: bool,
+    ) {
+        let ns = self.config.namespace(&name);
+        let (max_subscribers, tracks_presence, history_cap) = (ns.max_subscribers, ns.presence, ns.history);
+        let presence = presence && tracks_presence;
+        let refuse = |code, message| Output::JoinResult {
+            origin: origin.clone(),
+            room: name.clone(),
+            presence,
+            result: Err(Refusal::new(code, message)),
+        };
+        let Some(room) = self.room_entry(&name) else {
+            let out = refuse(ErrorCode::Unavailable, "node room limit reached");
+            self.outputs.push_back(out);
+            return;
+        };
+        if !room.is_member(member) && room.subscribers() >= max_subscribers {
+            let out = refuse(ErrorCode::RoomFull, "room is full");
+            self.outputs.push_back(out);
+            return;
+        }
+        let change = room.add_member(member, user);
+        room.prune(now_ms);
+        // Ask the store early for what the window no longer holds, so the
+        // answer is likely there when the join's turn comes.
+        let read_range = join_read_range(room, history, recover, history_cap);
+        let waiting = !room.ops.is_empty();
+        let mut read = Read::None;
+        if let Some(range) = read_range {
+            let ticket = self.ticket();
+            let epoch = room_epoch(&self.rooms, &name);
+            self.outputs.push_back(Output::Log(LogRequest::Read {
+                ticket,
+                room: name.clone(),
+                epoch,
+                range,
+            }));
+            read = Read::Waiting(ticket);
+        }
+        if change.user_arrived && tracks_presence {
+            let frame = presence_frame(&name, user, true);
+            self.deliver(&name, frame, Audience::Presence { except: Some(member) }, None);
+        }
+        let op = Op::Join {
+            origin,
+            member,
+            history,
+            recover,
+            presence,
+            read,
+        };
+        self.enqueue(now_ms, &name, op, waiting);
+    }
+
+    fn leave(&mut self, member: Member, name: &Arc<str>) {
+        let Some(room) = self.rooms.get_mut(name) else { return };
+        let Some((user, gone)) = room.remove_member(member) else {
+            return;
+        };
+        let unused = room.is_unused();
+        if gone && self.config.namespace(name).presence {
+            let frame = presence_frame(name, &user, false);
+            self.deliver(name, frame, Audience::Presence { except: None }, None);
+        }
+        // A room nobody uses and that holds nothing is forgotten, so joins to
+        // random names cannot fill the room limit.
+        if unused {
+            self.rooms.remove(name);
+        }
+    }
+
+    fn publish(&mut self, now_ms: u64, origin: O, name: Arc<str>, p: Publish) {
+        let ns = self.config.namespace(&name);
+        let refusal = if !ns.client_publish && !p.from_server {
+            Some(Refusal::new(
+                ErrorCode::Forbidden,
+                "only the server publishes in this namespace",
+            ))
+        } else if p.volatile && !ns.volatile {
+            Some(Refusal::new(
+                ErrorCode::VolatileNotAllowed,
+                "volatile messages are not allowed in this namespace",
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            self.outputs.push_back(Output::PublishResult {
+                origin,
+                result: Err(r),
+                duplicate: false,
+            });
+            return;
+        }
+        let Some(room) = self.room_entry(&name) else {
+            self.outputs.push_back(Output::PublishResult {
+                origin,
+                result: Err(Refusal::new(ErrorCode::Unavailable, "node room limit reached")),
+                duplicate: false,
+            });
+            return;
+        };
+        let epoch = room.epoch;
+        if p.volatile {
+            let frame = with_encoder(|e| {
+                e.message(&MessageRef {
+                    room: &name,
+                    epoch,
+                    offset: 0,
+                    publisher: &p.user,
+                    timestamp_ms: now_ms,
+                    payload: &p.payload,
+                    content_type: p.content_type.as_deref(),
+                    volatile: true,
+                })
+            });
+            self.outputs.push_back(Output::PublishResult {
+                origin,
+                result: Ok(Position { epoch, offset: 0 }),
+                duplicate: false,
+            });
+            self.deliver(&name, frame, Audience::Members { volatile: true }, Some(p.received));
+            return;
+        }
+        if let Some(key) = p.idempotency_key.as_deref()
+            && let Some(position) = room.duplicate(&p.user, key)
+        {
+            let op = Op::Ack {
+                origin,
+                publisher: p.user,
+                key: key.into(),
+                position,
+            };
+            let waiting = !room.ops.is_empty();
+            self.enqueue(now_ms, &name, op, waiting);
+            return;
+        }
+        room.prune(now_ms);
+        room.assigned += 1;
+        let message = Stored {
+            offset: room.assigned,
+            publisher: p.user,
+            timestamp_ms: now_ms,
+            payload: p.payload,
+            content_type: p.content_type,
+        };
+        let frame = with_encoder(|e| e.message(&message.as_ref(&name, epoch)));
+        let key: Option<Box<str>> = p.idempotency_key.map(String::into_boxed_str);
+        if let Some(k) = &key {
+            let position = Position {
+                epoch,
+                offset: message.offset,
+            };
+            room.remember_key(&message.publisher, k, position);
+        }
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.outputs.push_back(Output::Log(LogRequest::Append {
+            ticket,
+            room: name.clone(),
+            epoch,
+            message: message.clone(),
+        }));
+        let op = Op::Append {
+            ticket,
+            origin,
+            message,
+            frame,
+            key,
+            received: p.received,
+            outcome: None,
+        };
+        if let Some(room) = self.rooms.get_mut(&name) {
+            room.ops.push_back(op);
+        }
+    }
+
+    fn typing(&mut self, member: Member, name: &Arc<str>, user: &str, active: bool) {
+        if !self.rooms.get(name).is_some_and(|r| r.is_member(member)) {
+            return;
+        }
+        let frame = with_encoder(|e| {
+            e.body(
+                0,
+                BodyT::TypingEvent(Box::new(wire::TypingEventT {
+                    room: name.to_string(),
+                    user: user.to_owned(),
+                    active,
+                })),
+            )
+        });
+        self.deliver(name, frame, Audience::Typing { except: member }, None);
+    }
+
+    fn query(&mut self, now_ms: u64, origin: O, name: Arc<str>, query: Query) {
+        let Some(room) = self.rooms.get_mut(&name) else {
+            self.outputs.push_back(Output::Answer {
+                origin,
+                room: name,
+                answer: Answer::NoRoom,
+            });
+            return;
+        };
+        match query {
+            Query::Presence => {
+                let (users, count) = room.users(PRESENCE_LIST_MAX);
+                self.outputs.push_back(Output::Answer {
+                    origin,
+                    room: name,
+                    answer: Answer::Presence(PresenceSnapshot { users, count }),
+                });
+            }
+            Query::History { before, after, limit } => {
+                room.prune(now_ms);
+                let range = ReadRange {
+                    after,
+                    before,
+                    limit: limit.max(1),
+                    newest: after == 0,
+                };
+                let waiting = !room.ops.is_empty();
+                let mut read = Read::None;
+                if history_needs_store(room, range) {
+                    let (ticket, epoch) = (self.ticket(), room_epoch(&self.rooms, &name));
+                    self.outputs.push_back(Output::Log(LogRequest::Read {
+                        ticket,
+                        room: name.clone(),
+                        epoch,
+                        range,
+                    }));
+                    read = Read::Waiting(ticket);
+                }
+                self.enqueue(now_ms, &name, Op::History { origin, range, read }, waiting);
+            }
+        }
+    }
+
+    fn log_done(&mut self, now_ms: u64, done: LogDone) {
+        let Some(room) = self.rooms.get_mut(done.room()) else {
+            return;
+        };
+        let name = done.room().clone();
+        match done {
+            LogDone::Appended { ticket, result, .. } => {
+                if let Some(Op::Append { outcome, .. }) = room.next_ticket_op(ticket) {
+                    *outcome = Some(result);
+                }
+            }
+            LogDone::Read { ticket, result, .. } => {
+                if let Some(Op::Join { read, .. } | Op::History { read, .. }) = room.next_ticket_op(ticket) {
+                    *read = Read::Done(result);
+                }
+            }
+        }
+        self.release(now_ms, &name);
+    }
+
+    /// Queues `op` behind the room's waiting operations, or runs it at once.
+    fn enqueue(&mut self, now_ms: u64, name: &Arc<str>, op: Op<O>, waiting: bool) {
+        let Some(room) = self.rooms.get_mut(name) else { return };
+        room.ops.push_back(op);
+        if !waiting {
+            self.release(now_ms, name);
+        }
+    }
+
+    /// Runs the room's operations that are ready, in arrival order, up to
+    /// the first that still waits.
+    fn release(&mut self, now_ms: u64, name: &Arc<str>) {
+        loop {
+            let Some(room) = self.rooms.get_mut(name) else { return };
+            if !room.ops.front().is_some_and(Op::ready) {
+                return;
+            }
+            let Some(op) = room.ops.pop_front() else { return };
+            if let Some(op) = self.run(now_ms, name, op) {
+                // It needs the store after all: it waits at the front.
+                if let Some(room) = self.rooms.get_mut(name) {
+                    room.ops.push_front(op);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Runs one ready operation; gives it back if it must wait for a read.
+    fn run(&mut self, now_ms: u64, name: &Arc<str>, op: Op<O>) -> Option<Op<O>> {
+        let budget = self.config.replay_budget;
+        let history_cap = self.config.namespace(name).history;
+        let room = self.rooms.get_mut(name)?;
+        match op {
+            Op::Append {
+                origin,
+                message,
+                frame,
+                key,
+                received,
+                outcome,
+                ..
+            } => {
+                let position = Position {
+                    epoch: room.epoch,
+                    offset: message.offset,
+                };
+                match outcome {
+                    Some(Ok(())) => {
+                        room.push_window(message);
+                        room.prune(now_ms);
+                        self.outputs.push_back(Output::PublishResult {
+                            origin,
+                            result: Ok(position),
+                            duplicate: false,
+                        });
+                        self.deliver(name, frame, Audience::Members { volatile: false }, Some(received));
+                    }
+                    Some(Err(_)) | None => {
+                        room.skip_released(message.offset);
+                        if let Some(k) = key {
+                            room.forget_key(&message.publisher, &k, Some(position));
+                        }
+                        self.outputs.push_back(Output::PublishResult {
+                            origin,
+                            result: Err(Refusal::new(ErrorCode::Unavailable, "the message could not be stored")),
+                            duplicate: false,
+                        });
+                    }
+                }
+            }
+            Op::Ack {
+                origin,
+                publisher,
+                key,
+                position,
+            } => {
+                // What it repeats may have failed to store meanwhile.
+                let result = if room.duplicate(&publisher, &key) == Some(position) {
+                    Ok(position)
+                } else {
+                    Err(Refusal::new(ErrorCode::Unavailable, "the message could not be stored"))
+                };
+                self.outputs.push_back(Output::PublishResult {
+                    origin,
+                    result,
+                    duplicate: true,
+                });
+            }
+            Op::Join {
+                origin,
+                member,
+                history,
+                recover,
+                presence,
+                read,
+            } => {
+                if !room.is_member(member) {
+                    // It left before its turn: nobody waits for the answer.
+                    return None;
+                }
+                let read = match read {
+                    Read::None => match join_read_range(room, history, recover, history_cap) {
+                        Some(range) => {
+                            let ticket = self.ticket();
+                            self.outputs.push_back(Output::Log(LogRequest::Read {
+                                ticket,
+                                room: name.clone(),
+                                epoch: room_epoch(&self.rooms, name),
+                                range,
+                            }));
+                            return Some(Op::Join {
+                                origin,
+                                member,
+                                history,
+                                recover,
+                                presence,
+                                read: Read::Waiting(ticket),
+                            });
+                        }
+                        None => None,
+                    },
+                    Read::Done(r) => r.ok(),
+                    Read::Waiting(_) => None,
+                };
+                let room = self.rooms.get_mut(name)?;
+                let joined = resolve_join(room, name, history, recover, read, budget, presence);
+                self.outputs.push_back(Output::JoinResult {
+                    origin,
+                    room: name.clone(),
+                    presence,
+                    result: Ok(joined),
+                });
+            }
+            Op::History { origin, range, read } => {
+                let page = match read {
+                    Read::Done(Ok(page)) => Some(page),
+                    _ => None,
+                };
+                let epoch = room.epoch;
+                let (messages, has_more) = resolve_history(room, name, range, page, budget);
+                self.outputs.push_back(Output::Answer {
+                    origin,
+                    room: name.clone(),
+                    answer: Answer::History {
+                        epoch,
+                        messages,
+                        has_more,
+                    },
+                });
+            }
+        }
+        None
+    }
+
+    /// One frame to every shard with members of `name` (every shard for a
+    /// message to `user:U`).
+    fn deliver(&mut self, name: &Arc<str>, frame: Bytes, audience: Audience, published: Option<Instant>) {
+        let Some(room) = self.rooms.get(name) else { return };
+        let mut send = |shard: u32| {
+            self.outputs.push_back(Output::Deliver {
+                shard,
+                room: name.clone(),
+                frame: frame.clone(),
+                audience,
+                published,
+            });
+        };
+        if is_user_room(name) && matches!(audience, Audience::Members { .. }) {
+            (0..self.config.shards).for_each(&mut send);
+        } else {
+            room.interested_shards().for_each(send);
+        }
+    }
+}
+
+/// The parts of a publish the owner keeps.
+struct Publish {
+    user: Arc<str>,
+    payload: Bytes,
+    content_type: Option<Arc<str>>,
+    volatile: bool,
+    idempotency_key: Option<String>,
+    from_server: bool,
+    received: Instant,
+}
+
+fn room_epoch<O>(rooms: &HashMap<Arc<str>, Room<O>>, name: &str) -> u64 {
+    rooms.get(name).map_or(0, |r| r.epoch)
+}
+
+fn presence_frame(room: &str, user: &str, joined: bool) -> Bytes {
+    with_encoder(|e| {
+        let body = if joined {
+            BodyT::PresenceJoin(Box::new(wire::PresenceJoinT {
+                room: room.to_owned(),
+                user: user.to_owned(),
+            }))
+        } else {
+            BodyT::PresenceLeave(Box::new(wire::PresenceLeaveT {
+                room: room.to_owned(),
+                user: user.to_owned(),
+            }))
+        };
+        e.body(0, body)
+    })
+}

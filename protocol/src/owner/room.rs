@@ -1,0 +1,271 @@
+//! One room as its owner holds it: offsets, the memory window of recent
+//! messages, members (by connection), presence (by user), idempotency keys
+//! and the operations waiting for the log store, in arrival order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::Position;
+
+use super::log::{ReadRange, Stored, Ticket};
+use super::{Member, NamespaceConfig, Op};
+
+/// What happened to a room's membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MembershipChange {
+    /// The connection was not a member before (a repeated join is not).
+    pub(super) joined: bool,
+    /// Its user was not present before (their first connection in the room).
+    pub(super) user_arrived: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct Room<O> {
+    pub(super) epoch: u64,
+    /// Last offset given to a message (appends still in flight included).
+    pub(super) assigned: u64,
+    /// Last offset whose append completed and was released, in order:
+    /// everything up to here is in the window or the store.
+    pub(super) released: u64,
+    /// The newest released messages, bounded by count and age.
+    window: VecDeque<Stored>,
+    window_limit: usize,
+    max_age_ms: Option<u64>,
+    /// Members by connection, with their user.
+    members: HashMap<Member, Arc<str>>,
+    /// Members per shard: deliveries go to shards with any.
+    interest: Vec<u32>,
+    /// Member connections per user, so presence has one entry per user.
+    users: HashMap<Arc<str>, u32>,
+    /// Idempotency keys by publisher, then key.
+    dedup: HashMap<Arc<str>, HashMap<Box<str>, Position>>,
+    dedup_order: VecDeque<(Arc<str>, Box<str>)>,
+    dedup_limit: usize,
+    /// Operations waiting for the log store or for an earlier operation.
+    pub(super) ops: VecDeque<Op<O>>,
+}
+
+impl<O> Room<O> {
+    pub(super) fn new(epoch: u64, ns: &NamespaceConfig, dedup_limit: usize) -> Self {
+        Self {
+            epoch,
+            assigned: 0,
+            released: 0,
+            window: VecDeque::new(),
+            window_limit: ns.history.max(1),
+            max_age_ms: ns.history_max_age.map(|d| d.as_millis() as u64),
+            members: HashMap::new(),
+            interest: Vec::new(),
+            users: HashMap::new(),
+            dedup: HashMap::new(),
+            dedup_order: VecDeque::new(),
+            dedup_limit,
+            ops: VecDeque::new(),
+        }
+    }
+
+    pub(super) fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            offset: self.released,
+        }
+    }
+
+    /// Nothing to remember: no members, no messages, nothing in flight.
+    pub(super) fn is_unused(&self) -> bool {
+        self.members.is_empty() && self.assigned == 0 && self.ops.is_empty()
+    }
+
+    // ---- membership -------------------------------------------------------
+
+    pub(super) fn subscribers(&self) -> usize {
+        self.members.len()
+    }
+
+    pub(super) fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    pub(super) fn is_member(&self, member: Member) -> bool {
+        self.members.contains_key(&member)
+    }
+
+    /// Adds a member; repeating it changes nothing.
+    pub(super) fn add_member(&mut self, member: Member, user: &Arc<str>) -> MembershipChange {
+        if self.members.contains_key(&member) {
+            return MembershipChange {
+                joined: false,
+                user_arrived: false,
+            };
+        }
+        self.members.insert(member, user.clone());
+        let shard = member.shard as usize;
+        if self.interest.len() <= shard {
+            self.interest.resize(shard + 1, 0);
+        }
+        self.interest[shard] += 1;
+        let n = self.users.entry(user.clone()).or_insert(0);
+        *n += 1;
+        MembershipChange {
+            joined: true,
+            user_arrived: *n == 1,
+        }
+    }
+
+    /// Removes a member. A connection that is not a member changes nothing,
+    /// so a leave can never undo someone else's join. Returns the member's
+    /// user and whether that was the user's last connection in the room.
+    pub(super) fn remove_member(&mut self, member: Member) -> Option<(Arc<str>, bool)> {
+        let user = self.members.remove(&member)?;
+        if let Some(n) = self.interest.get_mut(member.shard as usize) {
+            *n -= 1;
+        }
+        let gone = match self.users.get_mut(&user) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            Some(_) => {
+                self.users.remove(&user);
+                true
+            }
+            None => false,
+        };
+        Some((user, gone))
+    }
+
+    /// Shards with at least one member.
+    pub(super) fn interested_shards(&self) -> impl Iterator<Item = u32> + '_ {
+        self.interest
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, _)| i as u32)
+    }
+
+    /// Up to `max` present users and how many there are.
+    pub(super) fn users(&self, max: usize) -> (Vec<Arc<str>>, u64) {
+        (self.users.keys().take(max).cloned().collect(), self.users.len() as u64)
+    }
+
+    // ---- idempotency --------------------------------------------------------
+
+    /// The position already given to (publisher, key), if remembered.
+    pub(super) fn duplicate(&self, publisher: &str, key: &str) -> Option<Position> {
+        self.dedup.get(publisher)?.get(key).copied()
+    }
+
+    pub(super) fn remember_key(&mut self, publisher: &Arc<str>, key: &str, position: Position) {
+        if self.dedup_limit == 0 {
+            return;
+        }
+        self.dedup
+            .entry(publisher.clone())
+            .or_default()
+            .insert(key.into(), position);
+        self.dedup_order.push_back((publisher.clone(), key.into()));
+        if self.dedup_order.len() > self.dedup_limit
+            && let Some((p, k)) = self.dedup_order.pop_front()
+        {
+            self.forget_key(&p, &k, None);
+        }
+    }
+
+    /// Forgets (publisher, key), only if it still names `position` when one
+    /// is given (a failed append must not erase a later, successful one).
+    pub(super) fn forget_key(&mut self, publisher: &str, key: &str, position: Option<Position>) {
+        let Some(keys) = self.dedup.get_mut(publisher) else {
+            return;
+        };
+        if position.is_none_or(|p| keys.get(key) == Some(&p)) {
+            keys.remove(key);
+        }
+        if keys.is_empty() {
+            self.dedup.remove(publisher);
+        }
+    }
+
+    // ---- the window ---------------------------------------------------------
+
+    /// Drops messages older than the age limit.
+    pub(super) fn prune(&mut self, now_ms: u64) {
+        let Some(max_age) = self.max_age_ms else { return };
+        let oldest = now_ms.saturating_sub(max_age);
+        while self.window.front().is_some_and(|m| m.timestamp_ms < oldest) {
+            self.window.pop_front();
+        }
+    }
+
+    /// Adds a released message, evicting the oldest past the count limit.
+    pub(super) fn push_window(&mut self, message: Stored) {
+        if self.window.len() == self.window_limit {
+            self.window.pop_front();
+        }
+        self.released = message.offset;
+        self.window.push_back(message);
+    }
+
+    /// Marks `offset` released without keeping a message (its append failed).
+    pub(super) fn skip_released(&mut self, offset: u64) {
+        self.released = self.released.max(offset);
+    }
+
+    /// The offset of the oldest message the window holds (the next one when
+    /// it holds none).
+    pub(super) fn window_first(&self) -> u64 {
+        self.window.front().map_or(self.released + 1, |m| m.offset)
+    }
+
+    /// Whether every released message after `offset` is in the window.
+    pub(super) fn window_covers_after(&self, offset: u64) -> bool {
+        offset <= self.released && offset + 1 >= self.window_first()
+    }
+
+    /// Messages after `offset` in the window, oldest first.
+    pub(super) fn window_after(&mut self, offset: u64) -> &[Stored] {
+        let w = self.window.make_contiguous();
+        let skip = w.partition_point(|m| m.offset <= offset);
+        &w[skip..]
+    }
+
+    /// The newest `n` messages in the window.
+    pub(super) fn window_last(&mut self, n: usize) -> &[Stored] {
+        let w = self.window.make_contiguous();
+        &w[w.len() - n.min(w.len())..]
+    }
+
+    pub(super) fn window_len(&self) -> usize {
+        self.window.len()
+    }
+
+    /// The part of `range` the window holds, and whether the range has more
+    /// messages in the window than `limit`.
+    pub(super) fn window_range(&mut self, range: ReadRange) -> (&[Stored], bool) {
+        let w = self.window.make_contiguous();
+        let lo = w.partition_point(|m| m.offset <= range.after);
+        let hi = if range.before == 0 {
+            w.len()
+        } else {
+            w.partition_point(|m| m.offset < range.before)
+        };
+        let lo = lo.min(hi);
+        if hi - lo <= range.limit {
+            (&w[lo..hi], false)
+        } else if range.newest {
+            (&w[hi - range.limit..hi], true)
+        } else {
+            (&w[lo..lo + range.limit], true)
+        }
+    }
+
+    /// Whether messages of `range` may lie below the window (released
+    /// before the oldest message it holds).
+    pub(super) fn range_reaches_below_window(&self, range: ReadRange) -> bool {
+        let first = self.window_first();
+        first > 1 && range.after + 1 < first && (range.before == 0 || range.before > range.after + 1)
+    }
+
+    pub(super) fn next_ticket_op(&mut self, ticket: Ticket) -> Option<&mut Op<O>> {
+        self.ops.iter_mut().find(|op| op.ticket() == Some(ticket))
+    }
+}
