@@ -1,30 +1,71 @@
-//! HTTP on the client port: health, readiness, metrics and the server API
-//! that backends call the way Socket.IO apps call `io.to(room).emit(...)`.
+//! HTTP routes: health, readiness, metrics and the server API that backends
+//! call the way Socket.IO apps call `io.to(room).emit(...)`.
 //!
 //! Every `/api/` route needs `Authorization: Bearer <api key>`. Errors are
 //! `{"error": {"code", "message"}}` with a fitting status. Requests that need
-//! a room's owner or every shard answer when those shards reply; the
-//! connection waits meanwhile (pipelined requests queue behind it).
+//! a room's owner or every shard are answered when those shards reply; the
+//! connection waits meanwhile and reads nothing more.
+//!
+//! With an internal listener (`--internal-listen`), `/metrics` and `/api/`
+//! are served there only; the public listener keeps `/ws`, `/health` and
+//! `/ready`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use herald_protocol::owner::{Answer, Input, Query, Refusal, RoomInfo};
 use herald_protocol::wire::{self, BodyT};
 use herald_protocol::{ErrorCode, Position, valid_room_name, with_encoder};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::conn::State;
-use crate::dispatch::shard_of;
+use crate::conns::{ConnKey, Listener};
 use crate::http::{RequestHead, Response};
-use crate::mesh::{Answer, ConnKey, Origin, Query, Refusal, RoomInfo, ShardMsg};
-use crate::shard::Shard;
+use crate::mesh::{Mesh, Origin, Request};
+use crate::placement::{Placement, Placer};
+use crate::shard::Shared;
+
+/// Longest `kind`, `title` or idempotency key; `body` and data share the
+/// payload limit.
+const MAX_SHORT_FIELD: usize = 256;
+
+/// What became of a request.
+#[derive(Debug)]
+pub(crate) enum Routed {
+    /// Answer this now.
+    Answer(Response),
+    /// Other shards work on it; the answer comes with their replies.
+    Pending,
+}
+
+/// What a route needs from its shard.
+#[derive(Debug)]
+pub(crate) struct ApiEnv<'a> {
+    pub(crate) shard: usize,
+    pub(crate) shared: &'a Shared,
+    pub(crate) mesh: &'a mut Mesh,
+    pub(crate) placer: Placer,
+}
+
+impl ApiEnv<'_> {
+    fn owner(&mut self, room: &str, input: Input<Origin>) {
+        let Placement::Local(shard) = self.placer.place(room);
+        self.mesh.request(shard, Request::Owner(input));
+    }
+
+    fn every_shard(&mut self, make: impl Fn() -> Request) {
+        for shard in 0..self.mesh.shards() {
+            self.mesh.request(shard, make());
+        }
+    }
+}
 
 /// A request waiting for every shard.
 #[derive(Debug)]
-pub(crate) struct Gather {
+struct Gather {
     remaining: usize,
     rooms: Vec<RoomInfo>,
     count: u64,
@@ -36,6 +77,12 @@ enum GatherKind {
     Rooms,
     Disconnect,
     Notify,
+}
+
+/// The server API's requests in progress on one shard.
+#[derive(Debug, Default)]
+pub(crate) struct Api {
+    gathers: HashMap<ConnKey, Gather>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -64,19 +111,34 @@ struct NotifyBody {
     data: Option<serde_json::Value>,
 }
 
-/// Longest `kind`, `title` or idempotency key; `body` and data share the
-/// payload limit.
-const MAX_SHORT_FIELD: usize = 256;
+/// Which routes a listener serves.
+fn serves(listener: Listener, internal_exists: bool, path: &str) -> bool {
+    let operator = path == "/metrics" || path.starts_with("/api/");
+    match listener {
+        Listener::Internal => true,
+        Listener::Public => !(operator && internal_exists),
+    }
+}
 
-impl Shard {
-    /// Answers an HTTP request now, or returns None when other shards will.
-    pub(crate) fn api(&mut self, slot: usize, head: &RequestHead<'_>, body: &[u8]) -> Option<Response> {
-        let path = head.path;
-        let method = head.method;
+impl Api {
+    /// Routes one request from connection `conn` (accepted by `listener`).
+    pub(crate) fn request(
+        &mut self,
+        env: &mut ApiEnv<'_>,
+        conn: ConnKey,
+        listener: Listener,
+        head: &RequestHead<'_>,
+        body: &[u8],
+    ) -> Routed {
+        let (method, path) = (head.method, head.path);
+        let internal_exists = env.shared.config.internal_listen.is_some();
+        if !serves(listener, internal_exists, path) {
+            return Routed::Answer(Response::error(404, "not_found", "no such route on this listener"));
+        }
         match (method, path) {
-            ("GET", "/health") => return Some(Response::json(200, &json!({"status": "ok"}))),
+            ("GET", "/health") => return Routed::Answer(Response::json(200, &json!({"status": "ok"}))),
             ("GET", "/ready") => {
-                return Some(if self.shared.accepting.load(Relaxed) {
+                return Routed::Answer(if env.shared.accepting.load(Relaxed) {
                     Response::json(200, &json!({"status": "ready"}))
                 } else {
                     Response::json(503, &json!({"status": "draining"}))
@@ -84,56 +146,53 @@ impl Shard {
             }
             ("GET", "/metrics") => {
                 let text = crate::stats::render(
-                    &self.shared.config.node_id,
-                    &self.shared.stats,
-                    self.shared.accepting.load(Relaxed),
+                    &env.shared.config.node_id,
+                    &env.shared.stats,
+                    env.shared.accepting.load(Relaxed),
                 );
-                return Some(Response::text(200, "text/plain; version=0.0.4", text));
+                return Routed::Answer(Response::text(200, "text/plain; version=0.0.4", text));
             }
             _ => {}
         }
         if !path.starts_with("/api/") {
-            return Some(Response::error(404, "not_found", "no such route"));
+            return Routed::Answer(Response::error(404, "not_found", "no such route"));
         }
-        if !self.api_key_ok(head) {
-            return Some(Response::error(
+        if !api_key_ok(&env.shared.config.api_key, head) {
+            return Routed::Answer(Response::error(
                 401,
                 "unauthorized",
                 "send Authorization: Bearer <api key>",
             ));
         }
-        let key = self.key(slot)?;
         let origin = Origin::Http {
-            shard: self.id,
-            conn: key,
+            shard: env.shard as u32,
+            conn,
         };
-        let max_name = self.shared.config.session.limits.max_room_name_bytes;
-        let resp = match (method, path) {
-            ("POST", "/api/publish") => self.api_publish(origin, body),
-            ("POST", "/api/notify") => self.api_notify(origin, body),
+        let max_name = env.shared.config.session.limits.max_room_name_bytes;
+        let routed = match (method, path) {
+            ("POST", "/api/publish") => publish(env, origin, body),
+            ("POST", "/api/notify") => self.notify(env, origin, conn, body),
             ("GET", "/api/rooms") => {
-                self.gather(key, GatherKind::Rooms);
-                for shard in 0..self.mesh.shards() {
-                    self.mesh.send(shard, ShardMsg::ListRooms { origin });
-                }
+                self.gather(env, conn, GatherKind::Rooms);
+                env.every_shard(|| Request::Owner(Input::ListRooms { origin }));
                 Ok(())
             }
             ("GET", p) if p.starts_with("/api/presence/") => {
                 let room = head.path_param("/api/presence/").unwrap_or_default();
-                self.api_query(origin, &room, max_name, Query::Presence)
+                query(env, origin, &room, max_name, Query::Presence)
             }
             ("GET", p) if p.starts_with("/api/history/") => {
                 let room = head.path_param("/api/history/").unwrap_or_default();
                 let num = |name: &str| head.query_param(name).map(str::parse::<u64>).transpose();
                 match (num("limit"), num("before"), num("after")) {
                     (Ok(limit), Ok(before), Ok(after)) => {
-                        let max = self.shared.config.max_history();
-                        let query = Query::History {
+                        let max = env.shared.config.max_history();
+                        let q = Query::History {
                             before: before.unwrap_or(0),
                             after: after.unwrap_or(0),
                             limit: (limit.unwrap_or(50) as usize).clamp(1, max),
                         };
-                        self.api_query(origin, &room, max_name, query)
+                        query(env, origin, &room, max_name, q)
                     }
                     _ => Err(Response::error(
                         400,
@@ -147,11 +206,11 @@ impl Shard {
                 if user.is_empty() {
                     Err(Response::error(400, "bad_request", "missing user id"))
                 } else {
-                    self.gather(key, GatherKind::Disconnect);
-                    for shard in 0..self.mesh.shards() {
-                        let user = user.clone();
-                        self.mesh.send(shard, ShardMsg::DisconnectUser { origin, user });
-                    }
+                    self.gather(env, conn, GatherKind::Disconnect);
+                    env.every_shard(|| Request::DisconnectUser {
+                        origin,
+                        user: user.clone(),
+                    });
                     Ok(())
                 }
             }
@@ -162,94 +221,26 @@ impl Shard {
             )),
             _ => Err(Response::error(404, "not_found", "no such route")),
         };
-        match resp {
-            Ok(()) => {
-                if let Some(State::Http(h)) = self.conns.get_mut(slot).map(|c| &mut c.state) {
-                    h.waiting = true;
-                }
-                None
-            }
-            Err(r) => Some(r),
+        match routed {
+            Ok(()) => Routed::Pending,
+            Err(r) => Routed::Answer(r),
         }
     }
 
-    fn gather(&mut self, key: ConnKey, kind: GatherKind) {
+    fn gather(&mut self, env: &ApiEnv<'_>, conn: ConnKey, kind: GatherKind) {
         let g = Gather {
-            remaining: self.mesh.shards(),
+            remaining: env.mesh.shards(),
             rooms: Vec::new(),
             count: 0,
             kind,
         };
-        self.gathers.insert(key, g);
+        self.gathers.insert(conn, g);
     }
 
-    fn api_key_ok(&self, head: &RequestHead<'_>) -> bool {
-        let expected = self.shared.config.api_key.as_bytes();
-        let Some(given) = head.bearer() else { return false };
-        // Constant time in the key's content.
-        let given = given.as_bytes();
-        !expected.is_empty()
-            && given.len() == expected.len()
-            && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    }
-
-    fn api_publish(&mut self, origin: Origin, body: &[u8]) -> Result<(), Response> {
-        let req: PublishBody = parse_json(body)?;
-        let max_name = self.shared.config.session.limits.max_room_name_bytes;
-        if !valid_room_name(&req.room, max_name) {
-            return Err(Response::error(400, "invalid_room_name", "invalid room name"));
-        }
-        let payload = match (req.data, req.data_b64) {
-            (Some(text), None) => Bytes::from(text),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map(Bytes::from)
-                .map_err(|_| Response::error(400, "bad_request", "data_b64 is not valid base64"))?,
-            _ => {
-                return Err(Response::error(
-                    400,
-                    "bad_request",
-                    "give exactly one of data (UTF-8 text) or data_b64",
-                ));
-            }
-        };
-        let max_payload = self.shared.config.session.limits.max_payload_bytes;
-        if payload.len() > max_payload {
-            let msg = format!("payload larger than {max_payload} bytes");
-            return Err(Response::error(413, "payload_too_large", &msg));
-        }
-        if req.content_type.as_ref().is_some_and(|c| c.len() > MAX_SHORT_FIELD)
-            || req.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_SHORT_FIELD)
-        {
-            return Err(Response::error(
-                400,
-                "bad_request",
-                "content_type and idempotency_key are at most 256 bytes",
-            ));
-        }
-        let room: Arc<str> = Arc::from(req.room);
-        let owner = shard_of(&room, self.mesh.shards());
-        self.mesh.send(
-            owner,
-            ShardMsg::Publish {
-                origin,
-                room,
-                // The server API publishes as the empty user.
-                user: Arc::from(""),
-                payload,
-                content_type: req.content_type,
-                volatile: req.volatile,
-                idempotency_key: req.idempotency_key,
-                received: std::time::Instant::now(),
-            },
-        );
-        Ok(())
-    }
-
-    fn api_notify(&mut self, origin: Origin, body: &[u8]) -> Result<(), Response> {
+    fn notify(&mut self, env: &mut ApiEnv<'_>, origin: Origin, conn: ConnKey, body: &[u8]) -> Result<(), Response> {
         let req: NotifyBody = parse_json(body)?;
         let room = format!("user:{}", req.user);
-        let max_name = self.shared.config.session.limits.max_room_name_bytes;
+        let max_name = env.shared.config.session.limits.max_room_name_bytes;
         if req.user.is_empty() || !valid_room_name(&room, max_name) {
             return Err(Response::error(400, "bad_request", "invalid user id"));
         }
@@ -261,7 +252,7 @@ impl Shard {
             ));
         }
         let data = req.data.map(|v| v.to_string().into_bytes());
-        let max_payload = self.shared.config.session.limits.max_payload_bytes;
+        let max_payload = env.shared.config.session.limits.max_payload_bytes;
         if req.body.len() + data.as_ref().map_or(0, Vec::len) > max_payload {
             let msg = format!("body and data larger than {max_payload} bytes");
             return Err(Response::error(413, "payload_too_large", &msg));
@@ -275,53 +266,35 @@ impl Shard {
         n.data = data;
         n.created_ms = now;
         let frame = with_encoder(|e| e.body(0, BodyT::Notification(Box::new(n))));
-        let Origin::Http { conn, .. } = origin else {
-            return Ok(());
-        };
-        self.gather(conn, GatherKind::Notify);
+        self.gather(env, conn, GatherKind::Notify);
         let user: Arc<str> = Arc::from(req.user);
-        for shard in 0..self.mesh.shards() {
-            let (user, frame) = (user.clone(), frame.clone());
-            self.mesh.send(shard, ShardMsg::NotifyUser { origin, user, frame });
-        }
+        env.every_shard(|| Request::NotifyUser {
+            origin,
+            user: user.clone(),
+            frame: frame.clone(),
+        });
         Ok(())
     }
 
-    fn api_query(&mut self, origin: Origin, room: &str, max_name: usize, query: Query) -> Result<(), Response> {
-        if !valid_room_name(room, max_name) {
-            return Err(Response::error(400, "invalid_room_name", "invalid room name"));
-        }
-        let room: Arc<str> = Arc::from(room);
-        let owner = shard_of(&room, self.mesh.shards());
-        self.mesh.send(owner, ShardMsg::Query { origin, room, query });
-        Ok(())
-    }
-
-    fn finish(&mut self, conn: ConnKey, resp: &Response) {
-        let Some(slot) = self.slot_of(conn) else { return };
-        let keep_alive = matches!(self.conns.get(slot).map(|c| &c.state), Some(State::Http(h)) if h.keep_alive);
-        self.respond(slot, resp, keep_alive);
-        self.reparse(slot);
-    }
-
-    pub(crate) fn api_published(&mut self, conn: ConnKey, result: Result<Position, Refusal>) {
-        let resp = match result {
+    /// The answer to a publish.
+    pub(crate) fn published(result: Result<Position, Refusal>) -> Response {
+        match result {
             Ok(p) => Response::json(200, &json!({"epoch": p.epoch, "offset": p.offset})),
             Err(refusal) => refusal_response(refusal),
-        };
-        self.finish(conn, &resp);
+        }
     }
 
-    pub(crate) fn api_answer(&mut self, conn: ConnKey, room: &str, answer: Answer) {
-        let resp = match answer {
+    /// The answer to a history or presence query.
+    pub(crate) fn answer(room: &str, answer: Answer) -> Response {
+        match answer {
             Answer::NoRoom => Response::error(404, "not_found", "no such room"),
-            Answer::Presence { users, count } => Response::json(
+            Answer::Presence(p) => Response::json(
                 200,
                 &json!({
                     "room": room,
-                    "count": count,
-                    "users": users.iter().map(|u| &**u).collect::<Vec<&str>>(),
-                    "truncated": (users.len() as u64) < count,
+                    "count": p.count,
+                    "users": p.users.iter().map(|u| &**u).collect::<Vec<&str>>(),
+                    "truncated": (p.users.len() as u64) < p.count,
                 }),
             ),
             Answer::History {
@@ -334,9 +307,9 @@ impl Shard {
                     .map(|m| {
                         let mut v = json!({
                             "offset": m.offset,
-                            "publisher": m.publisher,
+                            "publisher": &*m.publisher,
                             "timestamp_ms": m.timestamp_ms,
-                            "content_type": m.content_type,
+                            "content_type": m.content_type.as_deref(),
                         });
                         match std::str::from_utf8(&m.payload) {
                             Ok(text) => v["data"] = json!(text),
@@ -352,21 +325,18 @@ impl Shard {
                     &json!({"room": room, "epoch": epoch, "messages": messages, "has_more": has_more}),
                 )
             }
-        };
-        self.finish(conn, &resp);
+        }
     }
 
-    pub(crate) fn api_rooms(&mut self, origin: Origin, rooms: Vec<RoomInfo>) {
-        let Origin::Http { conn, .. } = origin else { return };
-        let Some(g) = self.gathers.get_mut(&conn) else { return };
+    /// One shard's rooms; the answer once every shard has replied.
+    pub(crate) fn rooms(&mut self, conn: ConnKey, rooms: Vec<RoomInfo>) -> Option<Response> {
+        let g = self.gathers.get_mut(&conn)?;
         g.rooms.extend(rooms);
         g.remaining -= 1;
         if g.remaining > 0 {
-            return;
+            return None;
         }
-        let Some(mut g) = self.gathers.remove(&conn) else {
-            return;
-        };
+        let mut g = self.gathers.remove(&conn)?;
         g.rooms.sort_by(|a, b| a.name.cmp(&b.name));
         let rooms: Vec<serde_json::Value> = g
             .rooms
@@ -381,40 +351,115 @@ impl Shard {
                 })
             })
             .collect();
-        self.finish(conn, &Response::json(200, &json!({"rooms": rooms})));
+        Some(Response::json(200, &json!({"rooms": rooms})))
     }
 
-    pub(crate) fn api_counted(&mut self, origin: Origin, count: u64) {
-        let Origin::Http { conn, .. } = origin else { return };
-        let Some(g) = self.gathers.get_mut(&conn) else { return };
+    /// One shard's count; the answer once every shard has replied.
+    pub(crate) fn counted(&mut self, conn: ConnKey, count: u64) -> Option<Response> {
+        let g = self.gathers.get_mut(&conn)?;
         g.count += count;
         g.remaining -= 1;
         if g.remaining > 0 {
-            return;
+            return None;
         }
-        let Some(g) = self.gathers.remove(&conn) else { return };
+        let g = self.gathers.remove(&conn)?;
         let body = match g.kind {
             GatherKind::Notify => json!({"online_connections": g.count}),
             GatherKind::Disconnect | GatherKind::Rooms => json!({"disconnected": g.count}),
         };
-        self.finish(conn, &Response::json(200, &body));
+        Some(Response::json(200, &body))
     }
+
+    /// The connection went away: its answers, if any come, are dropped.
+    pub(crate) fn forget(&mut self, conn: ConnKey) {
+        self.gathers.remove(&conn);
+    }
+}
+
+fn api_key_ok(expected: &str, head: &RequestHead<'_>) -> bool {
+    let expected = expected.as_bytes();
+    let Some(given) = head.bearer() else { return false };
+    // Constant time in the key's content.
+    let given = given.as_bytes();
+    !expected.is_empty()
+        && given.len() == expected.len()
+        && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn publish(env: &mut ApiEnv<'_>, origin: Origin, body: &[u8]) -> Result<(), Response> {
+    let req: PublishBody = parse_json(body)?;
+    let max_name = env.shared.config.session.limits.max_room_name_bytes;
+    if !valid_room_name(&req.room, max_name) {
+        return Err(Response::error(400, "invalid_room_name", "invalid room name"));
+    }
+    let payload = match (req.data, req.data_b64) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map(Bytes::from)
+            .map_err(|_| Response::error(400, "bad_request", "data_b64 is not valid base64"))?,
+        _ => {
+            return Err(Response::error(
+                400,
+                "bad_request",
+                "give exactly one of data (UTF-8 text) or data_b64",
+            ));
+        }
+    };
+    let max_payload = env.shared.config.session.limits.max_payload_bytes;
+    if payload.len() > max_payload {
+        let msg = format!("payload larger than {max_payload} bytes");
+        return Err(Response::error(413, "payload_too_large", &msg));
+    }
+    if req.content_type.as_ref().is_some_and(|c| c.len() > MAX_SHORT_FIELD)
+        || req.idempotency_key.as_ref().is_some_and(|k| k.len() > MAX_SHORT_FIELD)
+    {
+        return Err(Response::error(
+            400,
+            "bad_request",
+            "content_type and idempotency_key are at most 256 bytes",
+        ));
+    }
+    let room: Arc<str> = Arc::from(req.room);
+    let input = Input::Publish {
+        origin,
+        room: room.clone(),
+        // The server API publishes as the empty user.
+        user: Arc::from(""),
+        payload,
+        content_type: req.content_type,
+        volatile: req.volatile,
+        idempotency_key: req.idempotency_key,
+        from_server: true,
+        received: std::time::Instant::now(),
+    };
+    env.owner(&room, input);
+    Ok(())
+}
+
+fn query(env: &mut ApiEnv<'_>, origin: Origin, room: &str, max_name: usize, query: Query) -> Result<(), Response> {
+    if !valid_room_name(room, max_name) {
+        return Err(Response::error(400, "invalid_room_name", "invalid room name"));
+    }
+    let room: Arc<str> = Arc::from(room);
+    env.owner(&room.clone(), Input::Query { origin, room, query });
+    Ok(())
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     serde_json::from_slice(body).map_err(|e| Response::error(400, "bad_request", &format!("invalid JSON body: {e}")))
 }
 
-fn refusal_response((code, message): Refusal) -> Response {
-    let status = match code {
+fn refusal_response(r: Refusal) -> Response {
+    let status = match r.code {
         ErrorCode::Unavailable => 503,
         ErrorCode::Forbidden => 403,
         ErrorCode::NotFound => 404,
         ErrorCode::RoomFull => 409,
         _ => 400,
     };
-    let name = wire::ErrorCode::variant_name(code).unwrap_or("error");
-    Response::error(status, &to_snake(name), message)
+    let name = wire::ErrorCode::variant_name(r.code).unwrap_or("error");
+    Response::error(status, &to_snake(name), r.message)
 }
 
 fn to_snake(name: &str) -> String {
@@ -430,4 +475,33 @@ fn to_snake(name: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_routes_move_to_the_internal_listener_when_there_is_one() {
+        for path in ["/metrics", "/api/publish", "/api/rooms"] {
+            assert!(serves(Listener::Public, false, path));
+            assert!(!serves(Listener::Public, true, path), "{path}");
+            assert!(serves(Listener::Internal, true, path));
+        }
+        for path in ["/health", "/ready"] {
+            assert!(serves(Listener::Public, true, path));
+            assert!(serves(Listener::Internal, true, path));
+        }
+    }
+
+    #[test]
+    fn refusals_map_to_statuses_and_snake_case_codes() {
+        let r = refusal_response(Refusal {
+            code: ErrorCode::RoomFull,
+            message: "room is full",
+        });
+        assert_eq!(r.status, 409);
+        assert!(String::from_utf8_lossy(&r.body).contains("\"room_full\""));
+        assert_eq!(to_snake("VolatileNotAllowed"), "volatile_not_allowed");
+    }
 }

@@ -12,12 +12,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use herald_protocol::ServerSession;
 
-use crate::mesh::{self, Audience, Mesh, Senders, ShardMsg};
+use herald_protocol::owner::{Audience, Output};
+
+use crate::mesh::{self, Mesh, Reply, Senders};
 use crate::shard::WAKER;
 use crate::stats::ShardStats;
 
 /// The sending end of a two-shard mesh: shard 0's [`Mesh`], which sends
-/// `ShardMsg::Deliver` to shard 1.
+/// deliveries (`Reply::Owner(Output::Deliver)`) to shard 1.
 #[derive(Debug)]
 pub struct HandoffSender {
     mesh: Mesh,
@@ -35,13 +37,12 @@ pub struct HandoffReceiver {
     mesh: Mesh,
     poll: mio::Poll,
     events: mio::Events,
-    stats: Arc<ShardStats>,
 }
 
 /// What one [`HandoffReceiver::drain`] took from the inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {
-    /// `Deliver` messages received (and dropped).
+    /// Deliveries received (and dropped).
     pub delivers: u64,
     /// A shutdown message was received: stop.
     pub shutdown: bool,
@@ -58,14 +59,15 @@ pub fn handoff_pair(capacity: usize, room: &str, frame: Bytes) -> io::Result<(Ha
         .map(|p| mio::Waker::new(p.registry(), WAKER).map(Arc::new))
         .collect::<io::Result<Vec<_>>>()?;
     let stats: Vec<Arc<ShardStats>> = (0..2).map(|_| Arc::new(ShardStats::default())).collect();
-    let (txs, rxs) = mesh::channels(2, capacity);
+    let (requests, replies, inboxes) = mesh::channels(2, capacity);
     let senders = Senders {
-        txs,
+        requests,
+        replies,
         wakers,
         stats: stats.clone(),
     };
     let [poll0, poll1] = polls;
-    let mut rxs = rxs.into_iter();
+    let mut rxs = inboxes.into_iter();
     let (Some(rx0), Some(rx1)) = (rxs.next(), rxs.next()) else {
         return Err(io::Error::other("mesh::channels returned fewer than two receivers"));
     };
@@ -80,23 +82,23 @@ pub fn handoff_pair(capacity: usize, room: &str, frame: Bytes) -> io::Result<(Ha
         mesh: Mesh::new(1, &senders, rx1),
         poll: poll1,
         events: mio::Events::with_capacity(16),
-        stats: stats[1].clone(),
     };
     Ok((sender, receiver))
 }
 
 impl HandoffSender {
-    /// Queues one `ShardMsg::Deliver` (a clone of the room name and of the
-    /// frame, as a room owner sends them) for shard 1, through `Mesh::send`.
-    /// No wake until [`flush`](Self::flush).
+    /// Queues one delivery (a clone of the room name and of the frame, as a
+    /// room owner sends them) for shard 1, through `Mesh::reply`. No wake
+    /// until [`flush`](Self::flush).
     pub fn send_deliver(&mut self) {
-        let msg = ShardMsg::Deliver {
+        let msg = Reply::Owner(Output::Deliver {
+            shard: 1,
             room: self.room.clone(),
             frame: self.frame.clone(),
             audience: Audience::Members { volatile: false },
-            published: self.published,
-        };
-        self.mesh.send(1, msg);
+            published: Some(self.published),
+        });
+        self.mesh.reply(1, msg);
     }
 
     /// `Mesh::flush`, as at the end of a shard's loop iteration: moves
@@ -106,10 +108,10 @@ impl HandoffSender {
         self.mesh.flush().backlog
     }
 
-    /// Sends `ShardMsg::Shutdown` to shard 1 and wakes it (waits while the
+    /// Sends `Reply::Shutdown` to shard 1 and wakes it (waits while the
     /// channel is full).
     pub fn shutdown(&mut self) {
-        self.mesh.send(1, ShardMsg::Shutdown);
+        self.mesh.reply(1, Reply::Shutdown);
         while self.flush() {
             std::thread::yield_now();
         }
@@ -125,18 +127,17 @@ impl HandoffReceiver {
         }
     }
 
-    /// Takes every message in the inbox with `try_recv` (`Mesh::recv`),
-    /// lowering the queue-depth gauge as a shard does, and drops them.
+    /// Takes every reply in the inbox with `try_recv` (`Mesh::recv_reply`,
+    /// which lowers the queue-depth gauge as in a shard) and drops them.
     pub fn drain(&mut self) -> Drained {
         let mut drained = Drained {
             delivers: 0,
             shutdown: false,
         };
-        while let Some(msg) = self.mesh.recv() {
-            ShardStats::gauge(&self.stats.queue_depth, -1);
+        while let Some(msg) = self.mesh.recv_reply() {
             match msg {
-                ShardMsg::Deliver { .. } => drained.delivers += 1,
-                ShardMsg::Shutdown => drained.shutdown = true,
+                Reply::Owner(Output::Deliver { .. }) => drained.delivers += 1,
+                Reply::Shutdown => drained.shutdown = true,
                 _ => {}
             }
         }
@@ -145,15 +146,15 @@ impl HandoffReceiver {
 }
 
 /// Frames per write call (the gateway's own constant).
-pub const FRAMES_PER_WRITE: usize = crate::conn::FRAMES_PER_WRITE;
+pub const FRAMES_PER_WRITE: usize = crate::writer::FRAMES_PER_WRITE;
 /// Bytes per write call (the gateway's own constant).
-pub const BYTES_PER_WRITE: usize = crate::conn::BYTES_PER_WRITE;
+pub const BYTES_PER_WRITE: usize = crate::writer::BYTES_PER_WRITE;
 
-/// One write call of `conn::flush` without the socket, through the same
+/// One write call of `writer::flush` without the socket, through the same
 /// function: moves the next batch of frames from `session` into `buf`, each
 /// after its WebSocket header. Returns the bytes assembled (0 when nothing
 /// was queued). For benches only; not a stable API.
 pub fn assemble_write(session: &mut ServerSession, buf: &mut Vec<u8>) -> usize {
-    crate::conn::take_batch(session, buf);
+    crate::writer::take_batch(session, buf);
     buf.len()
 }

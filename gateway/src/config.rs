@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_protocol::ServerConfig;
+pub use herald_protocol::owner::NamespaceConfig;
 
 /// How clients authenticate at `Connect`.
 #[derive(Clone, Default)]
@@ -30,82 +31,16 @@ impl std::fmt::Debug for AuthConfig {
     }
 }
 
-/// Options of the rooms in one namespace (the part of a room name before the
-/// first `:`, e.g. `chat` for `chat:lobby`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct NamespaceConfig {
-    /// Messages kept in memory per room for history and resume.
-    pub history: usize,
-    /// Messages older than this leave the history (None: kept until evicted
-    /// by count).
-    pub history_max_age: Option<Duration>,
-    /// Presence (join/leave events and snapshots) is tracked.
-    pub presence: bool,
-    /// Clients may publish; when false only the server API may.
-    pub client_publish: bool,
-    /// Volatile (best-effort, unstored) publishes are allowed.
-    pub volatile: bool,
-    /// Subscribers per room; beyond it `RoomFull`.
-    pub max_subscribers: usize,
-}
-
-impl NamespaceConfig {
-    /// Rooms outside any configured namespace: chat-like defaults.
-    pub fn general() -> Self {
-        Self {
-            history: 1_000,
-            history_max_age: None,
-            presence: true,
-            client_publish: true,
-            volatile: true,
-            max_subscribers: 100_000,
-        }
-    }
-
-    /// The namespaces a node has unless configured otherwise: `chat`
-    /// (clients publish, presence, 1,000 messages), `dash` (dashboards: the
-    /// server publishes, 100 messages, no presence), `game` (clients publish
-    /// volatile state, 100 messages, presence) and `user` (per-user delivery:
-    /// the server publishes, 100 messages, no presence).
-    pub fn defaults() -> Vec<(String, NamespaceConfig)> {
-        let general = Self::general();
-        vec![
-            ("chat".into(), general.clone()),
-            (
-                "dash".into(),
-                Self {
-                    history: 100,
-                    presence: false,
-                    client_publish: false,
-                    ..general.clone()
-                },
-            ),
-            (
-                "game".into(),
-                Self {
-                    history: 100,
-                    ..general.clone()
-                },
-            ),
-            (
-                "user".into(),
-                Self {
-                    history: 100,
-                    presence: false,
-                    client_publish: false,
-                    ..general
-                },
-            ),
-        ]
-    }
-}
-
 /// Settings of a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// Address for HTTP and WebSocket clients (`ws://ADDR/ws`). Default
     /// 127.0.0.1:8080.
     pub listen: SocketAddr,
+    /// Address for operators and backends: `/metrics` and the server API
+    /// (`/api/...`) move here, off the public listener. Default: none, so a
+    /// development node serves everything on `listen`.
+    pub internal_listen: Option<SocketAddr>,
     /// Shards (threads, each with its own listener). Default: the number of
     /// cores.
     pub shards: usize,
@@ -187,6 +122,7 @@ impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            internal_listen: None,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             auth: AuthConfig::Development,
             api_key: random_key(),

@@ -1,11 +1,22 @@
-//! HTTP/1.1 on the shard's sockets: the request head that either upgrades to
-//! WebSocket at `/ws` or asks the server API, and the responses we write.
-//! Heads and bodies are bounded before anything is buffered.
+//! HTTP/1.1 (RFC 9112) on the shard's sockets: request heads, parsed and
+//! checked before anything else happens, and the responses we write. Heads
+//! and bodies are bounded before anything is buffered.
+//!
+//! What hyper checks, we check: a missing or repeated `Host`, `Content-Length`
+//! values that disagree, and header fields that are token lists
+//! (`Connection`, `Upgrade`) compared by token, case-insensitively, never by
+//! substring.
 
 use thiserror::Error;
 
 /// Longest request head we buffer.
 pub(crate) const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Largest request body (server API).
+pub(crate) const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Most bytes a connection's unparsed input may hold: one whole request. A
+/// client that pipelines more waits in its own socket buffer until the
+/// answers before it are written.
+pub(crate) const MAX_REQUEST_BYTES: usize = MAX_HEAD_BYTES + MAX_BODY_BYTES;
 /// Most headers we parse.
 const MAX_HEADERS: usize = 32;
 
@@ -17,13 +28,19 @@ pub(crate) struct RequestHead<'a> {
     /// Path without the query string.
     pub(crate) path: &'a str,
     pub(crate) query: &'a str,
+    /// HTTP/1.x minor version.
+    pub(crate) minor_version: u8,
     pub(crate) head_len: usize,
     pub(crate) content_length: usize,
     pub(crate) keep_alive: bool,
     pub(crate) authorization: Option<&'a str>,
-    /// `Sec-WebSocket-Key` of an upgrade request.
+    /// `Connection` lists the `upgrade` token.
+    pub(crate) connection_upgrade: bool,
+    /// `Upgrade` lists the `websocket` protocol.
+    pub(crate) upgrade_websocket: bool,
+    /// `Sec-WebSocket-Key`, as sent.
     pub(crate) ws_key: Option<&'a str>,
-    /// `Sec-WebSocket-Version` of an upgrade request.
+    /// `Sec-WebSocket-Version`, as sent.
     pub(crate) ws_version: Option<&'a str>,
     /// `Expect: 100-continue`: the client waits for a go-ahead before the body.
     pub(crate) expect_continue: bool,
@@ -33,10 +50,25 @@ pub(crate) struct RequestHead<'a> {
 pub(crate) enum HeadError {
     #[error("malformed HTTP request")]
     Malformed,
-    #[error("request head larger than {MAX_HEAD_BYTES} bytes")]
+    #[error("request head larger than {MAX_HEAD_BYTES} bytes or with too many headers")]
     TooLarge,
     #[error("chunked request bodies are not supported; send Content-Length")]
     Chunked,
+    #[error("an HTTP/1.1 request needs exactly one Host header")]
+    Host,
+    #[error("Content-Length values disagree or are not a number")]
+    ContentLength,
+}
+
+impl HeadError {
+    /// The status that answers it (the connection closes afterwards).
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            HeadError::TooLarge => 431,
+            HeadError::Chunked => 411,
+            HeadError::Malformed | HeadError::Host | HeadError::ContentLength => 400,
+        }
+    }
 }
 
 /// Parses a request head; `Ok(None)` means more bytes are needed.
@@ -53,7 +85,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadErro
     if head_len > MAX_HEAD_BYTES {
         return Err(HeadError::TooLarge);
     }
-    let (Some(method), Some(target)) = (req.method, req.path) else {
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed);
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -61,31 +93,51 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadErro
         method,
         path,
         query,
+        minor_version,
         head_len,
         content_length: 0,
-        keep_alive: req.version == Some(1),
+        keep_alive: minor_version == 1,
         authorization: None,
+        connection_upgrade: false,
+        upgrade_websocket: false,
         ws_key: None,
         ws_version: None,
         expect_continue: false,
     };
-    let mut upgrade = false;
+    let mut hosts = 0;
+    let mut content_length: Option<usize> = None;
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value).map_err(|_| HeadError::Malformed)?.trim();
         let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            head.content_length = value.parse().map_err(|_| HeadError::Malformed)?;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // RFC 9112 §6.3: repeated values (as lines or as a list) must agree.
+            for v in value.split(',') {
+                let n = v.trim().parse::<usize>().map_err(|_| HeadError::ContentLength)?;
+                if content_length.is_some_and(|c| c != n) {
+                    return Err(HeadError::ContentLength);
+                }
+                content_length = Some(n);
+            }
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(HeadError::Chunked);
         } else if name.eq_ignore_ascii_case("connection") {
-            let lower = value.to_ascii_lowercase();
-            if lower.contains("close") {
-                head.keep_alive = false;
-            } else if lower.contains("keep-alive") {
-                head.keep_alive = true;
+            for token in tokens(value) {
+                if token.eq_ignore_ascii_case("close") {
+                    head.keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") && minor_version == 0 {
+                    head.keep_alive = true;
+                } else if token.eq_ignore_ascii_case("upgrade") {
+                    head.connection_upgrade = true;
+                }
             }
         } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade = value.eq_ignore_ascii_case("websocket");
+            // `protocol-name["/" protocol-version]`, a list.
+            head.upgrade_websocket |= tokens(value).any(|p| {
+                let name = p.split_once('/').map_or(p, |(n, _)| n);
+                name.eq_ignore_ascii_case("websocket")
+            });
         } else if name.eq_ignore_ascii_case("authorization") {
             head.authorization = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
@@ -96,13 +148,37 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadErro
             head.expect_continue = value.eq_ignore_ascii_case("100-continue");
         }
     }
-    if !upgrade {
-        head.ws_key = None;
+    // RFC 9112 §3.2: exactly one Host in HTTP/1.1; at most one in 1.0.
+    if hosts > 1 || (minor_version == 1 && hosts == 0) {
+        return Err(HeadError::Host);
     }
+    // A `Connection: close` that came before `keep-alive` still wins.
+    if head.keep_alive
+        && req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .any(|h| std::str::from_utf8(h.value).is_ok_and(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("close"))))
+    {
+        head.keep_alive = false;
+    }
+    head.content_length = content_length.unwrap_or(0);
     Ok(Some(head))
 }
 
+/// The elements of a comma-separated header list, trimmed, empty ones left
+/// out (RFC 9110 §5.6.1).
+fn tokens(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|t| !t.is_empty())
+}
+
 impl<'a> RequestHead<'a> {
+    /// Whether the client asks to upgrade to WebSocket at all (any of the
+    /// upgrade headers present), as opposed to a plain request.
+    pub(crate) fn wants_websocket(&self) -> bool {
+        self.upgrade_websocket || self.ws_key.is_some()
+    }
+
     /// The value of query parameter `name`, if present (no percent-decoding:
     /// our parameters are numbers).
     pub(crate) fn query_param(&self, name: &str) -> Option<&'a str> {
@@ -132,20 +208,13 @@ impl<'a> RequestHead<'a> {
     }
 }
 
-/// Appends the `101 Switching Protocols` answer to a WebSocket upgrade.
-pub(crate) fn write_upgrade_response(out: &mut Vec<u8>, ws_key: &str) {
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
-    out.extend_from_slice(b"Sec-WebSocket-Accept: ");
-    out.extend_from_slice(accept.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
-}
-
 /// A complete response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Response {
     pub(crate) status: u16,
     pub(crate) content_type: &'static str,
+    /// Extra header lines, each `Name: value`.
+    pub(crate) headers: Vec<&'static str>,
     pub(crate) body: Vec<u8>,
 }
 
@@ -156,6 +225,7 @@ impl Response {
         Self {
             status,
             content_type: "application/json",
+            headers: Vec::new(),
             body,
         }
     }
@@ -172,22 +242,43 @@ impl Response {
         Self {
             status,
             content_type,
+            headers: Vec::new(),
             body: body.into(),
         }
     }
 
-    /// The bytes on the wire.
-    pub(crate) fn encode(&self, keep_alive: bool) -> Vec<u8> {
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}\r\n",
+    /// The same response with one more header line (`Name: value`).
+    pub(crate) fn with_header(mut self, line: &'static str) -> Self {
+        self.headers.push(line);
+        self
+    }
+
+    /// The bytes on the wire, appended to `out`.
+    pub(crate) fn encode_into(&self, keep_alive: bool, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
             self.status,
             reason(self.status),
             self.content_type,
             self.body.len(),
-            if keep_alive { "" } else { "Connection: close\r\n" },
-        )
-        .into_bytes();
+        );
+        for line in &self.headers {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
+    }
+
+    /// The bytes on the wire.
+    pub(crate) fn encode(&self, keep_alive: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160 + self.body.len());
+        self.encode_into(keep_alive, &mut out);
         out
     }
 }
@@ -202,6 +293,8 @@ fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
         413 => "Content Too Large",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
@@ -216,24 +309,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn upgrade_request_is_recognised_and_answered_per_rfc_6455() {
-        let req = b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    fn upgrade_headers_are_read_as_token_lists() {
+        let req =
+            b"GET /ws?x=1 HTTP/1.1\r\nHost: a\r\nUpgrade: foo/1, WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\nrest";
         let head = parse_head(req).unwrap().unwrap();
         assert_eq!(head.path, "/ws");
         assert_eq!(head.query_param("x"), Some("1"));
         assert_eq!(head.head_len, req.len() - 4);
         assert_eq!(head.ws_key, Some("dGhlIHNhbXBsZSBub25jZQ=="));
-        // The RFC's own example key and answer.
-        let mut out = Vec::new();
-        write_upgrade_response(&mut out, "dGhlIHNhbXBsZSBub25jZQ==");
-        let resp = String::from_utf8(out).unwrap();
-        assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(head.upgrade_websocket && head.connection_upgrade && head.keep_alive);
+        let h = |s: &'static [u8]| parse_head(s).unwrap().unwrap();
+        assert!(!h(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgraded\r\n\r\n").connection_upgrade);
+        assert!(!h(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocketx\r\n\r\n").upgrade_websocket);
     }
 
     #[test]
     fn partial_heads_wait_and_oversized_or_broken_ones_fail() {
-        let req = b"POST /api/publish HTTP/1.1\r\nContent-Length: 12\r\nAuthorization: Bearer k1\r\n\r\n";
+        let req = b"POST /api/publish HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nAuthorization: Bearer k1\r\n\r\n";
         for cut in 0..req.len() {
             assert_eq!(parse_head(&req[..cut]), Ok(None));
         }
@@ -245,42 +338,92 @@ mod tests {
         assert_eq!(parse_head(&huge), Err(HeadError::TooLarge));
         assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n"), Err(HeadError::Malformed));
         assert_eq!(
-            parse_head(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"),
-            Err(HeadError::Malformed)
+            parse_head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n"),
+            Err(HeadError::ContentLength)
         );
         assert_eq!(
-            parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            parse_head(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
             Err(HeadError::Chunked)
         );
     }
 
     #[test]
+    fn content_lengths_must_agree() {
+        let p = |s: &[u8]| parse_head(s).map(|h| h.map(|h| h.content_length));
+        assert_eq!(
+            p(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            Err(HeadError::ContentLength)
+        );
+        assert_eq!(
+            p(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n"),
+            Err(HeadError::ContentLength)
+        );
+        assert_eq!(
+            p(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Some(5))
+        );
+        assert_eq!(
+            p(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n"),
+            Ok(Some(5))
+        );
+    }
+
+    #[test]
+    fn http_1_1_needs_exactly_one_host() {
+        assert_eq!(parse_head(b"GET / HTTP/1.1\r\n\r\n"), Err(HeadError::Host));
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+            Err(HeadError::Host)
+        );
+        assert!(parse_head(b"GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
+    }
+
+    #[test]
     fn path_parameters_are_percent_decoded() {
-        let head = parse_head(b"GET /api/history/chat%3Alobby HTTP/1.1\r\n\r\n")
+        let head = parse_head(b"GET /api/history/chat%3Alobby HTTP/1.1\r\nHost: a\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(head.path_param("/api/history/").as_deref(), Some("chat:lobby"));
-        let plain = parse_head(b"GET /api/history/chat:lobby HTTP/1.1\r\n\r\n")
+        let plain = parse_head(b"GET /api/history/chat:lobby HTTP/1.1\r\nHost: a\r\n\r\n")
             .unwrap()
             .unwrap();
         assert_eq!(plain.path_param("/api/history/").as_deref(), Some("chat:lobby"));
-        let bad = parse_head(b"GET /api/history/%FF HTTP/1.1\r\n\r\n").unwrap().unwrap();
+        let bad = parse_head(b"GET /api/history/%FF HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(bad.path_param("/api/history/"), None);
         assert_eq!(plain.path_param("/api/presence/"), None);
     }
 
     #[test]
     fn expect_continue_is_recognised() {
-        let h = parse_head(b"POST /api/publish HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+        let h =
+            parse_head(b"POST /api/publish HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
         assert!(h.unwrap().unwrap().expect_continue);
     }
 
     #[test]
-    fn keep_alive_follows_version_and_connection_header() {
+    fn keep_alive_follows_version_and_connection_tokens() {
         let h = |s: &[u8]| parse_head(s).unwrap().unwrap().keep_alive;
-        assert!(h(b"GET / HTTP/1.1\r\n\r\n"));
+        assert!(h(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
         assert!(!h(b"GET / HTTP/1.0\r\n\r\n"));
-        assert!(!h(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!h(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"));
+        assert!(!h(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n"
+        ));
+        assert!(h(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: closed-captioning\r\n\r\n"));
         assert!(h(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        assert!(!h(
+            b"GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn responses_carry_extra_headers_and_the_close() {
+        let r = Response::error(426, "upgrade_required", "x").with_header("Sec-WebSocket-Version: 13");
+        let text = String::from_utf8(r.encode(false)).unwrap();
+        assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        assert!(text.contains("\r\nConnection: close\r\n\r\n"));
     }
 }

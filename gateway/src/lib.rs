@@ -5,22 +5,34 @@
 //! connections and the rooms that hash to it, and talks to other shards only
 //! through typed messages on bounded channels ([`NodeHandle`] starts them).
 //! HTTP (health, readiness, metrics, the server API) and WebSocket (`/ws`)
-//! share the port.
+//! share the port, unless an internal listener takes the operator routes.
+//!
+//! Module map (docs/ARCHITECTURE.md has the flow of a publish through it):
+//! `shard` drives `conns` (sockets) and their `link`s (`http`, `ws`,
+//! `handshake` are the byte layers; `writer` coalesces writes), `peer`s
+//! (sessions with identity and rooms), `subscriptions` (local members),
+//! `rooms` (the room owner over the log store), `placement`, `mesh`
+//! (messages between shards), `timers` and `api` (HTTP routes).
 
 mod api;
 pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
 mod config;
-mod conn;
-mod dispatch;
+mod conns;
+mod handshake;
 mod http;
+mod link;
 mod mesh;
-mod owner;
-mod room;
+mod peer;
+mod placement;
+mod rooms;
 pub mod settings;
 mod shard;
 mod stats;
+mod subscriptions;
+mod timers;
+mod writer;
 mod ws;
 
 use std::net::SocketAddr;
@@ -34,8 +46,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub use config::{AuthConfig, NamespaceConfig, NodeConfig};
 
 use crate::auth::Verifier;
-use crate::mesh::{Mesh, Senders, ShardMsg};
-use crate::shard::{Shard, Shared, WAKER};
+use crate::mesh::{Mesh, Reply, Senders};
+use crate::shard::{Listeners, Shard, Shared, WAKER};
 use crate::stats::ShardStats;
 
 /// Capacity of each shard's inbound channel, in messages.
@@ -84,6 +96,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError 
 pub struct NodeHandle {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The bound internal (operator) address, if configured.
+    pub internal_addr: Option<SocketAddr>,
     senders: Senders,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -117,15 +131,14 @@ impl NodeHandle {
             return Err(StartError::Config("the api key must be at least 16 characters".into()));
         }
         let n = config.shards;
-        let mut listeners = Vec::with_capacity(n);
-        let mut addr = config.listen;
-        for i in 0..n {
-            let l = reuseport_listener(addr).map_err(io_err(format!("cannot listen on {addr}")))?;
-            if i == 0 {
-                addr = l.local_addr().map_err(io_err("local_addr"))?;
+        let (public, addr) = bind_all(config.listen, n)?;
+        let (mut internal, internal_addr) = match config.internal_listen {
+            Some(a) => {
+                let (ls, bound) = bind_all(a, n)?;
+                (ls.into_iter().map(Some).collect(), Some(bound))
             }
-            listeners.push(l);
-        }
+            None => ((0..n).map(|_| None).collect::<Vec<_>>(), None),
+        };
         let mut polls = Vec::with_capacity(n);
         let mut wakers = Vec::with_capacity(n);
         for _ in 0..n {
@@ -135,9 +148,10 @@ impl NodeHandle {
             wakers.push(Arc::new(waker));
         }
         let stats: Vec<Arc<ShardStats>> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
-        let (txs, rxs) = mesh::channels(n, SHARD_CHANNEL);
+        let (requests, replies, inboxes) = mesh::channels(n, SHARD_CHANNEL);
         let senders = Senders {
-            txs,
+            requests,
+            replies,
             wakers,
             stats: stats.clone(),
         };
@@ -150,19 +164,28 @@ impl NodeHandle {
             ws_open: AtomicUsize::new(0),
         });
         let mut threads = Vec::with_capacity(n);
-        for (i, ((poll, listener), rx)) in polls.into_iter().zip(listeners).zip(rxs).enumerate() {
-            let mesh = Mesh::new(i, &senders, rx);
+        for (i, ((poll, public), inbox)) in polls.into_iter().zip(public).zip(inboxes).enumerate() {
+            let mesh = Mesh::new(i, &senders, inbox);
             let shared = shared.clone();
+            let internal = internal[i].take();
             let t = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn(move || {
-                    let listener = mio::net::TcpListener::from_std(listener);
-                    Shard::new(i, shared, poll, listener, mesh).run();
+                    let listeners = Listeners {
+                        public: mio::net::TcpListener::from_std(public),
+                        internal: internal.map(mio::net::TcpListener::from_std),
+                    };
+                    Shard::new(i, shared, poll, listeners, mesh).run();
                 })
                 .map_err(io_err("cannot start shard thread"))?;
             threads.push(t);
         }
-        Ok(NodeHandle { addr, senders, threads })
+        Ok(NodeHandle {
+            addr,
+            internal_addr,
+            senders,
+            threads,
+        })
     }
 
     /// The WebSocket URL of this node.
@@ -173,6 +196,12 @@ impl NodeHandle {
     /// The HTTP base URL of this node.
     pub fn http_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Where operators and backends reach `/metrics` and the server API:
+    /// the internal listener if there is one, else the public one.
+    pub fn operator_addr(&self) -> SocketAddr {
+        self.internal_addr.unwrap_or(self.addr)
     }
 
     /// Shuts the node down gracefully (GoAway, drain within the grace
@@ -218,12 +247,27 @@ pub struct ShutdownHandle {
 impl ShutdownHandle {
     /// Tells every shard to stop accepting, send GoAway and drain.
     pub fn trigger(&self) {
-        for (tx, waker) in self.senders.txs.iter().zip(&self.senders.wakers) {
-            // A full channel still drains; block briefly rather than lose it.
-            let _ = tx.send(ShardMsg::Shutdown);
+        for (tx, waker) in self.senders.replies.iter().zip(&self.senders.wakers) {
+            // Replies are always taken, so a full channel drains; block
+            // briefly rather than lose the signal.
+            let _ = tx.send(Reply::Shutdown);
             let _ = waker.wake();
         }
     }
+}
+
+/// Binds `addr` once per shard (port 0 picks one free port for all).
+fn bind_all(addr: SocketAddr, n: usize) -> Result<(Vec<std::net::TcpListener>, SocketAddr), StartError> {
+    let mut listeners = Vec::with_capacity(n);
+    let mut bound = addr;
+    for i in 0..n {
+        let l = reuseport_listener(bound).map_err(io_err(format!("cannot listen on {bound}")))?;
+        if i == 0 {
+            bound = l.local_addr().map_err(io_err("local_addr"))?;
+        }
+        listeners.push(l);
+    }
+    Ok((listeners, bound))
 }
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

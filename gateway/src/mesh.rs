@@ -1,191 +1,82 @@
-//! Typed messages between shards over bounded channels.
+//! Typed messages between shards over bounded channels, in two lanes.
+//!
+//! - **Requests** ask a shard for work that produces messages: the room
+//!   owner's inputs (join, leave, publish, typing, queries) and the server
+//!   API's per-user operations.
+//! - **Replies** end where they arrive: the owner's answers and deliveries,
+//!   counts for the server API, and the shutdown signal.
+//!
+//! A send never blocks the event loop: when a channel is full the message
+//! waits in a per-destination overflow queue. A shard with anything in
+//! overflow stops taking requests (and stops reading client sockets), but
+//! always takes replies. So pressure travels end to end: a destination that
+//! falls behind on deliveries makes the owner stop taking publishes, the
+//! owner's request channel fills, the publishing shards stop reading their
+//! clients, and TCP pushes back on the clients. Overflow stays bounded by
+//! what one request produces (a delivery per shard and an answer), plus the
+//! leaves of connections that close, which only shrink what they free; and
+//! no cycle can stall, because replies never wait for requests.
 //!
 //! Every shard holds a sender to every shard (itself included, for uniform
-//! handling of replies). A send never blocks the event loop: when a channel
-//! is full the message waits in a per-destination overflow queue and the
-//! sending shard stops reading client sockets until it drains, so pressure
-//! reaches the clients as TCP back-pressure instead of growing memory.
-//! Destination shards are woken once per loop iteration, not once per
-//! message (each wake is a syscall).
+//! handling). Destinations are woken (eventfd) once per loop iteration, not
+//! once per message: each wake is a syscall.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::Instant;
 
 use bytes::Bytes;
-use herald_protocol::{ErrorCode, Position};
+use herald_protocol::owner::{Input, Output};
 
-use crate::room::Stored;
+use crate::conns::ConnKey;
 use crate::stats::ShardStats;
-
-/// A connection on a shard: slab slot and generation (slots are reused).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct ConnKey {
-    pub(crate) slot: u32,
-    pub(crate) generation: u32,
-}
 
 /// Who asked, so the answer finds its way back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
     /// A WebSocket request (request id 0 = a resume from `Connect`).
+    /// `attempt` tells a join's answer from an earlier join's of the same
+    /// room (see `Peer::start_join`); 0 for other requests.
     Ws {
-        shard: usize,
+        shard: u32,
         conn: ConnKey,
         request_id: u32,
+        attempt: u32,
     },
     /// A server API request on an HTTP connection.
-    Http { shard: usize, conn: ConnKey },
+    Http { shard: u32, conn: ConnKey },
 }
 
 impl Origin {
     pub(crate) fn shard(&self) -> usize {
         match *self {
-            Origin::Ws { shard, .. } | Origin::Http { shard, .. } => shard,
+            Origin::Ws { shard, .. } | Origin::Http { shard, .. } => shard as usize,
         }
     }
 }
 
-/// A refusal with its wire code and message.
-pub(crate) type Refusal = (ErrorCode, &'static str);
-
-/// What a joining connection gets from the room's owner.
+/// Work for a shard.
 #[derive(Debug)]
-pub(crate) struct Joined {
-    pub(crate) epoch: u64,
-    pub(crate) offset: u64,
-    pub(crate) recovered: bool,
-    pub(crate) history: Vec<Stored>,
-    /// Users (at most a page) and the full count, when presence was asked.
-    pub(crate) presence: Option<(Vec<Arc<str>>, u64)>,
-}
-
-/// Who receives a delivered frame on each shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Audience {
-    /// Every member; `volatile` frames are dropped first under pressure.
-    Members { volatile: bool },
-    /// Members that asked for presence, except the connection that caused it.
-    Presence { except: Option<(usize, ConnKey)> },
-    /// Every member except the typing connection (volatile).
-    Typing { except: (usize, ConnKey) },
-}
-
-/// A query a room owner answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Query {
-    History { before: u64, after: u64, limit: usize },
-    Presence,
-}
-
-/// A room owner's answer to a [`Query`].
-#[derive(Debug)]
-pub(crate) enum Answer {
-    History {
-        epoch: u64,
-        messages: Vec<Stored>,
-        has_more: bool,
-    },
-    Presence {
-        users: Vec<Arc<str>>,
-        count: u64,
-    },
-    NoRoom,
-}
-
-/// One room as a shard reports it for `GET /api/rooms`.
-#[derive(Debug, Clone)]
-pub(crate) struct RoomInfo {
-    pub(crate) name: Arc<str>,
-    pub(crate) epoch: u64,
-    pub(crate) offset: u64,
-    pub(crate) subscribers: u64,
-    pub(crate) users: u64,
-}
-
-#[derive(Debug)]
-pub(crate) enum ShardMsg {
-    /// To the owner: a connection joins a room. `rejoin` repeats a join
-    /// (no presence change).
-    Join {
-        origin: Origin,
-        room: Arc<str>,
-        user: Arc<str>,
-        history: u32,
-        recover: Option<Position>,
-        presence: bool,
-        rejoin: bool,
-    },
-    /// To the joining shard.
-    JoinResult {
-        origin: Origin,
-        room: Arc<str>,
-        presence: bool,
-        result: Result<Joined, Refusal>,
-    },
-    /// To the owner: a connection of `user` on shard `from` left the room.
-    Leave {
-        from: usize,
-        room: Arc<str>,
-        user: Arc<str>,
-    },
-    /// To the owner.
-    Publish {
-        origin: Origin,
-        room: Arc<str>,
-        user: Arc<str>,
-        payload: Bytes,
-        content_type: Option<String>,
-        volatile: bool,
-        idempotency_key: Option<String>,
-        received: Instant,
-    },
-    /// To the publishing shard.
-    PublishResult {
-        origin: Origin,
-        result: Result<Position, Refusal>,
-    },
-    /// To every shard with members in the room: one encoded frame.
-    Deliver {
-        room: Arc<str>,
-        frame: Bytes,
-        audience: Audience,
-        published: Instant,
-    },
-    /// To the owner: typing indicator.
-    Typing {
-        from: usize,
-        conn: ConnKey,
-        room: Arc<str>,
-        user: Arc<str>,
-        active: bool,
-    },
-    /// To the owner.
-    Query {
-        origin: Origin,
-        room: Arc<str>,
-        query: Query,
-    },
-    /// To the asking shard.
-    Answer {
-        origin: Origin,
-        room: Arc<str>,
-        answer: Answer,
-    },
-    /// To every shard: list owned rooms.
-    ListRooms { origin: Origin },
-    /// To the asking shard.
-    Rooms { origin: Origin, rooms: Vec<RoomInfo> },
-    /// To every shard: close the connections of a user.
+pub(crate) enum Request {
+    /// For the room owner on that shard.
+    Owner(Input<Origin>),
+    /// Close the connections of a user.
     DisconnectUser { origin: Origin, user: Arc<str> },
-    /// To every shard: send a notification frame to a user's connections.
+    /// Send a notification frame to a user's connections.
     NotifyUser {
         origin: Origin,
         user: Arc<str>,
         frame: Bytes,
     },
-    /// To the asking shard: connections closed or notified on one shard.
+}
+
+/// Something that ends at the shard it reaches.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// A room owner's answer or delivery (never a log request).
+    Owner(Output<Origin>),
+    /// Connections closed or notified on one shard.
     Counted { origin: Origin, count: u64 },
     /// Stop accepting, send GoAway, drain.
     Shutdown,
@@ -200,21 +91,84 @@ pub(crate) struct Flushed {
     pub(crate) to_self: bool,
 }
 
+/// One direction of one lane to one shard.
+#[derive(Debug)]
+struct Lane<T> {
+    tx: SyncSender<T>,
+    overflow: VecDeque<T>,
+}
+
+/// What became of a message handed to a lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// In the channel.
+    Channel,
+    /// Waiting in overflow.
+    Overflow,
+    /// The destination has stopped (shutdown): nothing left to tell it.
+    Gone,
+}
+
+impl<T> Lane<T> {
+    fn send(&mut self, msg: T) -> Sent {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(msg);
+            return Sent::Overflow;
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => Sent::Channel,
+            Err(TrySendError::Full(msg)) => {
+                self.overflow.push_back(msg);
+                Sent::Overflow
+            }
+            Err(TrySendError::Disconnected(_)) => Sent::Gone,
+        }
+    }
+
+    /// Moves overflow into the channel while it has room; returns how many
+    /// left the overflow and how many of those entered the channel.
+    fn drain(&mut self) -> (usize, usize) {
+        let (mut left, mut entered) = (0, 0);
+        while let Some(msg) = self.overflow.pop_front() {
+            match self.tx.try_send(msg) {
+                Ok(()) => {
+                    left += 1;
+                    entered += 1;
+                }
+                Err(TrySendError::Full(msg)) => {
+                    self.overflow.push_front(msg);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    left += 1 + self.overflow.len();
+                    self.overflow.clear();
+                }
+            }
+        }
+        if self.overflow.is_empty() && self.overflow.capacity() > 64 {
+            self.overflow = VecDeque::new();
+        }
+        (left, entered)
+    }
+}
+
+#[derive(Debug)]
+struct PeerShard {
+    requests: Lane<Request>,
+    replies: Lane<Reply>,
+    waker: Arc<mio::Waker>,
+    needs_wake: bool,
+    /// The peer's counters (its queue depth is raised here).
+    stats: Arc<ShardStats>,
+}
+
 /// One shard's ends of the mesh.
 #[derive(Debug)]
 pub(crate) struct Mesh {
     me: usize,
-    peers: Vec<Peer>,
-    inbox: Receiver<ShardMsg>,
-}
-
-#[derive(Debug)]
-struct Peer {
-    tx: SyncSender<ShardMsg>,
-    waker: Arc<mio::Waker>,
-    overflow: VecDeque<ShardMsg>,
-    needs_wake: bool,
-    /// The peer's counters (its queue depth is raised here).
+    peers: Vec<PeerShard>,
+    requests: Receiver<Request>,
+    replies: Receiver<Reply>,
     stats: Arc<ShardStats>,
 }
 
@@ -222,74 +176,110 @@ struct Peer {
 /// the control side (shutdown).
 #[derive(Debug, Clone)]
 pub(crate) struct Senders {
-    pub(crate) txs: Vec<SyncSender<ShardMsg>>,
+    pub(crate) requests: Vec<SyncSender<Request>>,
+    pub(crate) replies: Vec<SyncSender<Reply>>,
     pub(crate) wakers: Vec<Arc<mio::Waker>>,
     pub(crate) stats: Vec<Arc<ShardStats>>,
 }
 
-/// Channels for `n` shards of `capacity` messages each.
-pub(crate) fn channels(n: usize, capacity: usize) -> (Vec<SyncSender<ShardMsg>>, Vec<Receiver<ShardMsg>>) {
-    (0..n).map(|_| sync_channel(capacity)).unzip()
+/// The receiving ends of one shard's two lanes.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    requests: Receiver<Request>,
+    replies: Receiver<Reply>,
+}
+
+/// Channels for `n` shards, `capacity` messages per lane.
+pub(crate) fn channels(n: usize, capacity: usize) -> (Vec<SyncSender<Request>>, Vec<SyncSender<Reply>>, Vec<Inbox>) {
+    let mut requests = Vec::with_capacity(n);
+    let mut replies = Vec::with_capacity(n);
+    let mut inboxes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (req_tx, req_rx) = sync_channel(capacity);
+        let (rep_tx, rep_rx) = sync_channel(capacity);
+        requests.push(req_tx);
+        replies.push(rep_tx);
+        inboxes.push(Inbox {
+            requests: req_rx,
+            replies: rep_rx,
+        });
+    }
+    (requests, replies, inboxes)
 }
 
 impl Mesh {
-    pub(crate) fn new(me: usize, senders: &Senders, inbox: Receiver<ShardMsg>) -> Self {
-        let peers = senders
-            .txs
-            .iter()
-            .zip(&senders.wakers)
-            .zip(&senders.stats)
-            .map(|((tx, waker), stats)| Peer {
-                tx: tx.clone(),
-                waker: waker.clone(),
-                overflow: VecDeque::new(),
+    pub(crate) fn new(me: usize, senders: &Senders, inbox: Inbox) -> Self {
+        let peers = (0..senders.requests.len())
+            .map(|i| PeerShard {
+                requests: Lane {
+                    tx: senders.requests[i].clone(),
+                    overflow: VecDeque::new(),
+                },
+                replies: Lane {
+                    tx: senders.replies[i].clone(),
+                    overflow: VecDeque::new(),
+                },
+                waker: senders.wakers[i].clone(),
                 needs_wake: false,
-                stats: stats.clone(),
+                stats: senders.stats[i].clone(),
             })
             .collect();
-        Self { me, peers, inbox }
+        Self {
+            me,
+            peers,
+            requests: inbox.requests,
+            replies: inbox.replies,
+            stats: senders.stats[me].clone(),
+        }
     }
 
     pub(crate) fn shards(&self) -> usize {
         self.peers.len()
     }
 
-    /// Queues a message for shard `to` (woken at [`flush`](Self::flush)).
-    pub(crate) fn send(&mut self, to: usize, msg: ShardMsg) {
+    /// Queues a request for shard `to` (woken at [`flush`](Self::flush)).
+    pub(crate) fn request(&mut self, to: usize, msg: Request) {
         let Some(peer) = self.peers.get_mut(to) else { return };
         peer.needs_wake = true;
-        if !peer.overflow.is_empty() {
-            peer.overflow.push_back(msg);
-            return;
+        match peer.requests.send(msg) {
+            Sent::Channel => ShardStats::gauge(&peer.stats.queue_depth, 1),
+            Sent::Overflow => self.stats.overflowed(1),
+            Sent::Gone => {}
         }
-        match peer.tx.try_send(msg) {
-            Ok(()) => ShardStats::gauge(&peer.stats.queue_depth, 1),
-            Err(TrySendError::Full(msg)) => peer.overflow.push_back(msg),
-            // The peer has stopped (shutdown): nothing left to tell it.
-            Err(TrySendError::Disconnected(_)) => {}
+    }
+
+    /// Queues a reply for shard `to` (woken at [`flush`](Self::flush)).
+    pub(crate) fn reply(&mut self, to: usize, msg: Reply) {
+        let Some(peer) = self.peers.get_mut(to) else { return };
+        peer.needs_wake = true;
+        match peer.replies.send(msg) {
+            Sent::Channel => ShardStats::gauge(&peer.stats.queue_depth, 1),
+            Sent::Overflow => self.stats.overflowed(1),
+            Sent::Gone => {}
         }
+    }
+
+    /// Whether any message waits in overflow: then the shard takes no
+    /// requests and reads no client input until it drains.
+    pub(crate) fn backlogged(&self) -> bool {
+        self.stats.mesh_overflow.load(Relaxed) > 0
     }
 
     /// Moves overflow into channels where room was made and wakes every
     /// shard that got messages.
     pub(crate) fn flush(&mut self) -> Flushed {
-        let mut backlog = false;
         let mut to_self = false;
+        let mut moved = 0;
         for (i, peer) in self.peers.iter_mut().enumerate() {
-            while let Some(msg) = peer.overflow.pop_front() {
-                match peer.tx.try_send(msg) {
-                    Ok(()) => {
-                        ShardStats::gauge(&peer.stats.queue_depth, 1);
-                        peer.needs_wake = true;
-                    }
-                    Err(TrySendError::Full(msg)) => {
-                        peer.overflow.push_front(msg);
-                        break;
-                    }
-                    Err(TrySendError::Disconnected(_)) => peer.overflow.clear(),
-                }
+            // Replies first: they are what unblocks everyone else.
+            let (left_replies, replies) = peer.replies.drain();
+            let (left_requests, requests) = peer.requests.drain();
+            moved += left_replies + left_requests;
+            let entered = replies + requests;
+            if entered > 0 {
+                ShardStats::gauge(&peer.stats.queue_depth, entered as i64);
+                peer.needs_wake = true;
             }
-            backlog |= !peer.overflow.is_empty();
             if std::mem::take(&mut peer.needs_wake) {
                 if i == self.me {
                     to_self = true;
@@ -298,11 +288,115 @@ impl Mesh {
                 }
             }
         }
-        Flushed { backlog, to_self }
+        if moved > 0 {
+            self.stats.overflowed(-(moved as i64));
+        }
+        Flushed {
+            backlog: self.backlogged(),
+            to_self,
+        }
     }
 
-    /// The next message for this shard, if any.
-    pub(crate) fn recv(&self) -> Option<ShardMsg> {
-        self.inbox.try_recv().ok()
+    /// The next reply for this shard, if any.
+    pub(crate) fn recv_reply(&self) -> Option<Reply> {
+        let r = self.replies.try_recv().ok()?;
+        ShardStats::gauge(&self.stats.queue_depth, -1);
+        Some(r)
+    }
+
+    /// The next request for this shard, if any.
+    pub(crate) fn recv_request(&self) -> Option<Request> {
+        let r = self.requests.try_recv().ok()?;
+        ShardStats::gauge(&self.stats.queue_depth, -1);
+        Some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mesh_pair(capacity: usize) -> (Mesh, Mesh, mio::Poll, mio::Poll) {
+        let polls = [mio::Poll::new().unwrap(), mio::Poll::new().unwrap()];
+        let wakers = polls
+            .iter()
+            .map(|p| Arc::new(mio::Waker::new(p.registry(), mio::Token(0)).unwrap()))
+            .collect();
+        let stats: Vec<Arc<ShardStats>> = (0..2).map(|_| Arc::new(ShardStats::default())).collect();
+        let (requests, replies, inboxes) = channels(2, capacity);
+        let senders = Senders {
+            requests,
+            replies,
+            wakers,
+            stats,
+        };
+        let mut inboxes = inboxes.into_iter();
+        let a = Mesh::new(0, &senders, inboxes.next().unwrap());
+        let b = Mesh::new(1, &senders, inboxes.next().unwrap());
+        let [p0, p1] = polls;
+        (a, b, p0, p1)
+    }
+
+    fn counted(n: u64) -> Reply {
+        Reply::Counted {
+            origin: Origin::Http {
+                shard: 0,
+                conn: ConnKey { slot: 0, generation: 0 },
+            },
+            count: n,
+        }
+    }
+
+    #[test]
+    fn overflow_keeps_order_and_marks_the_sender_backlogged_until_drained() {
+        let (mut a, b, _p0, _p1) = mesh_pair(2);
+        for n in 0..5 {
+            a.reply(1, counted(n));
+        }
+        assert!(a.backlogged(), "3 wait in overflow");
+        assert_eq!(a.stats.mesh_overflow.load(Relaxed), 3);
+        assert!(a.flush().backlog);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            while let Some(Reply::Counted { count, .. }) = b.recv_reply() {
+                got.push(count);
+            }
+            a.flush();
+        }
+        assert_eq!(got, [0, 1, 2, 3, 4], "FIFO through the overflow");
+        assert!(!a.backlogged());
+        assert_eq!(a.stats.mesh_overflow.load(Relaxed), 0);
+        assert_eq!(a.stats.mesh_overflow_peak.load(Relaxed), 3);
+        assert_eq!(b.stats.queue_depth.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_stopped_shard_is_no_backlog() {
+        let (mut a, b, _p0, _p1) = mesh_pair(1);
+        drop(b);
+        a.reply(1, counted(1));
+        a.reply(1, counted(2));
+        assert!(!a.backlogged(), "messages to a stopped shard are dropped, not kept");
+        assert!(!a.flush().backlog);
+    }
+
+    #[test]
+    fn requests_and_replies_are_separate_lanes() {
+        let (mut a, b, _p0, _p1) = mesh_pair(1);
+        // The request lane is full; replies still get through.
+        a.request(
+            1,
+            Request::DisconnectUser {
+                origin: Origin::Http {
+                    shard: 0,
+                    conn: ConnKey { slot: 0, generation: 0 },
+                },
+                user: Arc::from("ann"),
+            },
+        );
+        a.reply(1, counted(7));
+        assert!(!a.backlogged());
+        assert!(matches!(b.recv_reply(), Some(Reply::Counted { count: 7, .. })));
+        assert!(matches!(b.recv_request(), Some(Request::DisconnectUser { .. })));
     }
 }

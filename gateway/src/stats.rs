@@ -62,6 +62,12 @@ pub(crate) struct ShardStats {
     pub(crate) http_requests: AtomicU64,
     drops: [AtomicU64; DROPS.len()],
     pub(crate) queue_depth: AtomicI64,
+    /// Messages this shard sent that wait in its overflow queues.
+    pub(crate) mesh_overflow: AtomicI64,
+    /// The most that ever waited there at once.
+    pub(crate) mesh_overflow_peak: AtomicI64,
+    /// Entries on the shard's timer wheel (connection deadlines).
+    pub(crate) timers: AtomicI64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_ns: AtomicU64,
@@ -74,6 +80,16 @@ impl ShardStats {
 
     pub(crate) fn gauge(g: &AtomicI64, delta: i64) {
         g.fetch_add(delta, Relaxed);
+    }
+
+    pub(crate) fn set(g: &AtomicI64, value: i64) {
+        g.store(value, Relaxed);
+    }
+
+    /// Messages entered (positive) or left (negative) this shard's overflow.
+    pub(crate) fn overflowed(&self, delta: i64) {
+        let now = self.mesh_overflow.fetch_add(delta, Relaxed) + delta;
+        self.mesh_overflow_peak.fetch_max(now, Relaxed);
     }
 
     pub(crate) fn dropped(&self, why: DropReason) {
@@ -101,7 +117,7 @@ pub(crate) fn render(node_id: &str, shards: &[Arc<ShardStats>], accepting: bool)
     let _ = writeln!(out, "# HELP herald_up 1 while the node accepts connections.");
     let _ = writeln!(out, "# TYPE herald_up gauge");
     let _ = writeln!(out, "herald_up{{node=\"{node}\"}} {}", u8::from(accepting));
-    let gauges: [Metric<i64>; 5] = [
+    let gauges: [Metric<i64>; 8] = [
         (
             "herald_connections",
             "Open TCP connections (WebSocket and HTTP).",
@@ -118,8 +134,23 @@ pub(crate) fn render(node_id: &str, shards: &[Arc<ShardStats>], accepting: bool)
         ),
         (
             "herald_shard_queue_depth",
-            "Messages waiting in the shard's inbound channel.",
+            "Messages waiting in the shard's inbound channels.",
             |s| s.queue_depth.load(Relaxed),
+        ),
+        (
+            "herald_shard_overflow_messages",
+            "Messages the shard sent that wait for room in a full channel (while any do, it takes no new work).",
+            |s| s.mesh_overflow.load(Relaxed),
+        ),
+        (
+            "herald_shard_timers",
+            "Connection deadlines on the shard's timer wheel.",
+            |s| s.timers.load(Relaxed),
+        ),
+        (
+            "herald_shard_overflow_peak_messages",
+            "The most messages that ever waited in the shard's overflow at once.",
+            |s| s.mesh_overflow_peak.load(Relaxed),
         ),
     ];
     for (name, help, get) in gauges {

@@ -5,6 +5,9 @@
 //!
 //! No extensions are negotiated (no permessage-deflate: it costs tens of KiB
 //! per connection), so every RSV bit must be zero.
+//!
+//! Violations of RFC 6455 close with its own codes (1002, 1003, 1007, 1009);
+//! Herald's protocol errors close with 4000 + the Herald code.
 
 use thiserror::Error;
 
@@ -22,6 +25,19 @@ pub(crate) mod opcode {
 /// errors close with 4000 + code, see [`crate::close_code`]).
 pub(crate) mod close {
     pub(crate) const NORMAL: u16 = 1000;
+    pub(crate) const PROTOCOL_ERROR: u16 = 1002;
+    /// A kind of data the endpoint does not accept (text: Herald is binary).
+    pub(crate) const UNSUPPORTED_DATA: u16 = 1003;
+    /// A close reason that is not UTF-8.
+    pub(crate) const INVALID_PAYLOAD: u16 = 1007;
+    pub(crate) const TOO_BIG: u16 = 1009;
+}
+
+/// Whether a peer may close with `code` (RFC 6455 §7.4.1, §7.4.2 and the
+/// IANA registry): 1004-1006 and 1015 are reserved or only for reports,
+/// 1016-2999 are unassigned, 3000-4999 are for libraries and applications.
+pub(crate) fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// A client frame that breaks RFC 6455 or our limits.
@@ -29,12 +45,26 @@ pub(crate) mod close {
 pub(crate) enum WsError {
     #[error("websocket frame is not masked")]
     Unmasked,
-    #[error("websocket frame uses reserved bits or opcode")]
-    Reserved,
+    #[error("websocket frame uses reserved bits")]
+    ReservedBits,
+    #[error("websocket frame uses reserved opcode {0:#x}")]
+    ReservedOpcode(u8),
     #[error("websocket control frame is fragmented or longer than 125 bytes")]
     BadControl,
+    #[error("websocket 64-bit payload length has its most significant bit set")]
+    LengthTopBit,
     #[error("websocket frame of {size} bytes exceeds the limit of {max}")]
     TooLarge { size: u64, max: usize },
+}
+
+impl WsError {
+    /// The close code RFC 6455 gives this violation.
+    pub(crate) fn close_code(&self) -> u16 {
+        match self {
+            WsError::TooLarge { .. } => close::TOO_BIG,
+            _ => close::PROTOCOL_ERROR,
+        }
+    }
 }
 
 /// A parsed client frame header.
@@ -62,14 +92,14 @@ pub(crate) fn parse_head(buf: &[u8], max_payload: usize) -> Result<Option<Head>,
     let [b0, b1, ..] = *buf else { return Ok(None) };
     let fin = b0 & 0x80 != 0;
     if b0 & 0x70 != 0 {
-        return Err(WsError::Reserved);
+        return Err(WsError::ReservedBits);
     }
     let opcode = b0 & 0x0F;
     if !matches!(
         opcode,
         opcode::CONTINUATION | opcode::TEXT | opcode::BINARY | opcode::CLOSE | opcode::PING | opcode::PONG
     ) {
-        return Err(WsError::Reserved);
+        return Err(WsError::ReservedOpcode(opcode));
     }
     if b1 & 0x80 == 0 {
         return Err(WsError::Unmasked);
@@ -83,7 +113,11 @@ pub(crate) fn parse_head(buf: &[u8], max_payload: usize) -> Result<Option<Head>,
             let Some(b) = buf.get(2..10) else { return Ok(None) };
             let mut a = [0u8; 8];
             a.copy_from_slice(b);
-            (u64::from_be_bytes(a), 8)
+            let len = u64::from_be_bytes(a);
+            if len >> 63 != 0 {
+                return Err(WsError::LengthTopBit);
+            }
+            (len, 8)
         }
         n => (u64::from(n), 0),
     };
@@ -219,11 +253,15 @@ mod tests {
         let mut unmasked = ok.clone();
         unmasked[1] &= 0x7F;
         assert_eq!(parse_head(&unmasked, 100), Err(WsError::Unmasked));
-        let mut rsv = ok.clone();
-        rsv[0] |= 0x40;
-        assert_eq!(parse_head(&rsv, 100), Err(WsError::Reserved));
-        let reserved_op = client_frame(true, 0x3, b"", [0; 4]);
-        assert_eq!(parse_head(&reserved_op, 100), Err(WsError::Reserved));
+        for bit in [0x40, 0x20, 0x10] {
+            let mut rsv = ok.clone();
+            rsv[0] |= bit;
+            assert_eq!(parse_head(&rsv, 100), Err(WsError::ReservedBits));
+        }
+        for op in (0x3..=0x7).chain(0xB..=0xF) {
+            let reserved_op = client_frame(true, op, b"", [0; 4]);
+            assert_eq!(parse_head(&reserved_op, 100), Err(WsError::ReservedOpcode(op)));
+        }
         let fragmented_ping = client_frame(false, opcode::PING, b"", [0; 4]);
         assert_eq!(parse_head(&fragmented_ping, 100), Err(WsError::BadControl));
         let long_ping = client_frame(true, opcode::PING, &[0; 126], [0; 4]);
@@ -232,9 +270,14 @@ mod tests {
 
     #[test]
     fn length_is_checked_before_the_payload_arrives() {
-        // Only the 10-byte header of a 2^63-byte frame: refused at once.
+        // Only the 10-byte header of a 2^63-byte frame: refused at once, as
+        // a protocol error (the top bit must be 0), not as too large.
         let mut head = vec![0x82, 0x80 | 127];
         head.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        assert_eq!(parse_head(&head, 65536), Err(WsError::LengthTopBit));
+        assert_eq!(WsError::LengthTopBit.close_code(), close::PROTOCOL_ERROR);
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&(1u64 << 40).to_be_bytes());
         assert!(matches!(parse_head(&head, 65536), Err(WsError::TooLarge { .. })));
         let frame = client_frame(true, opcode::BINARY, &[0; 70_000], [0; 4]);
         assert_eq!(
@@ -244,6 +287,18 @@ mod tests {
                 max: 65_536
             })
         );
+    }
+
+    #[test]
+    fn close_codes_follow_rfc_6455_and_the_registry() {
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999,
+        ] {
+            assert!(valid_close_code(code), "{code}");
+        }
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+            assert!(!valid_close_code(code), "{code}");
+        }
     }
 
     #[test]

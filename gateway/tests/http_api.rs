@@ -123,7 +123,7 @@ async fn api_routes_require_the_api_key() {
     assert_eq!(status, 401);
     // Not a bearer token.
     let mut conn = HttpConn::open(node.addr).await;
-    conn.send_raw(format!("GET /api/rooms HTTP/1.1\r\nAuthorization: Basic {API_KEY}\r\n\r\n").as_bytes())
+    conn.send_raw(format!("GET /api/rooms HTTP/1.1\r\nHost: h\r\nAuthorization: Basic {API_KEY}\r\n\r\n").as_bytes())
         .await;
     assert_eq!(conn.read_response().await.status, 401);
 
@@ -212,7 +212,7 @@ async fn oversized_payloads_and_bodies_get_413() {
     // it is sent, and the connection is closed.
     let mut conn = HttpConn::open(node.addr).await;
     let head = format!(
-        "POST /api/publish HTTP/1.1\r\nAuthorization: Bearer {API_KEY}\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/publish HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {API_KEY}\r\nContent-Length: {}\r\n\r\n",
         256 * 1024 + 1
     );
     conn.send_raw(head.as_bytes()).await;
@@ -532,7 +532,7 @@ async fn keep_alive_malformed_requests_and_unknown_routes() {
     assert_eq!((first.status, &first.json()["messages"][0]["data"]), (200, &json!("x")));
     assert_eq!(conn.read_response().await.json(), json!({"status": "ok"}));
     // Connection: close is honoured.
-    conn.send_raw(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")
+    conn.send_raw(b"GET /health HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
         .await;
     let last = conn.read_response().await;
     assert_eq!((last.status, last.header("connection")), (200, Some("close")));
@@ -572,7 +572,7 @@ async fn expect_continue_gets_a_go_ahead_before_the_body() {
     let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
     let mut reader = tokio::io::BufReader::new(stream);
     let head = format!(
-        "POST /api/publish HTTP/1.1\r\nAuthorization: Bearer {API_KEY}\r\nExpect: 100-continue\r\n\
+        "POST /api/publish HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {API_KEY}\r\nExpect: 100-continue\r\n\
          Content-Length: {}\r\n\r\n",
         body.len()
     );
@@ -628,7 +628,7 @@ async fn nothing_after_a_closing_response_is_answered() {
     let mut conn = HttpConn::open(node.addr).await;
     // The first request asks to close; a pipelined second one must not
     // reopen the conversation.
-    let mut two = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec();
+    let mut two = b"GET /health HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".to_vec();
     two.extend(request_bytes("GET", "/ready", None, None));
     conn.send_raw(&two).await;
     let first = conn.read_response().await;
@@ -639,7 +639,7 @@ async fn nothing_after_a_closing_response_is_answered() {
     );
     // A refused upgrade closes too, whatever follows it.
     let mut conn = HttpConn::open(node.addr).await;
-    let mut bytes = b"GET /elsewhere HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    let mut bytes = b"GET /elsewhere HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                       Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         .to_vec();
     bytes.extend(request_bytes("GET", "/health", None, None));

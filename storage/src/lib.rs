@@ -1,5 +1,11 @@
-//! Herald durable storage: room history, notifications and analytics events.
+//! Herald storage: room history, notifications and analytics events.
 //!
-//! Nothing is implemented here yet: the gateway keeps room history in memory
-//! until the storage work lands (an embedded default and ScyllaDB behind one
-//! trait). The crate exists so the workspace has its final shape.
+//! Today this crate holds the seam between the room owners and durable
+//! history: [`LogStore`], which takes the owner's log requests and answers
+//! them by message, now or later, and [`EphemeralLog`], the in-memory
+//! node's store. Durable backends (an embedded engine by default, ScyllaDB
+//! for clusters) implement the same trait.
+
+mod log;
+
+pub use log::{EphemeralLog, LogStore};

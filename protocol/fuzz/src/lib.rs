@@ -195,7 +195,10 @@ fn drain_server(s: &mut ServerSession, now: Instant) {
                 s.ack(request_id, Position { epoch: 1, offset: 2 });
             }
             ServerEvent::Request { request_id, .. } => s.reply(request_id, ErrorCode::Ok, None),
-            ServerEvent::Unsubscribed { .. } | ServerEvent::Typing { .. } | ServerEvent::Closed { .. } => {}
+            ServerEvent::Unsubscribed { .. }
+            | ServerEvent::Typing { .. }
+            | ServerEvent::RateLimited { .. }
+            | ServerEvent::Closed { .. } => {}
         }
     }
     while let Some(frame) = s.poll_transmit() {

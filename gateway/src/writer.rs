@@ -1,17 +1,12 @@
-//! One client connection as its shard holds it, and the coalescing writer.
-//!
-//! An idle WebSocket connection owns its socket, its [`ServerSession`] and a
-//! few words: its input and output buffers are empty `Vec`s (no allocation)
-//! until a partial frame arrives or a write comes back short.
+//! The coalescing writer: everything a connection has to write goes out in
+//! as few write calls as the socket takes, its pending bytes first, then
+//! its session's frames, many to a call.
 
 use std::io::{self, Write};
-use std::sync::Arc;
-use std::time::Instant;
 
 use herald_protocol::ServerSession;
 use mio::net::TcpStream;
 
-use crate::auth::Identity;
 use crate::stats::ShardStats;
 use crate::ws::{self, ServerHead};
 
@@ -19,103 +14,6 @@ use crate::ws::{self, ServerHead};
 pub(crate) const FRAMES_PER_WRITE: usize = 64;
 /// Bytes after which a write call stops taking more frames.
 pub(crate) const BYTES_PER_WRITE: usize = 64 * 1024;
-
-#[derive(Debug)]
-pub(crate) struct Conn {
-    pub(crate) sock: TcpStream,
-    pub(crate) generation: u32,
-    pub(crate) state: State,
-    /// Received bytes not yet parsed (a partial head or frame).
-    pub(crate) inbuf: Vec<u8>,
-    /// Bytes to write before anything else: the rest of a short write, a
-    /// pong, an HTTP response, a close frame.
-    pub(crate) outbuf: Vec<u8>,
-    /// The last write would have blocked: wait for writable readiness.
-    pub(crate) blocked: bool,
-    /// Already in the shard's list of connections to read.
-    pub(crate) queued_read: bool,
-    /// Already in the shard's list of connections to write.
-    pub(crate) queued_write: bool,
-    /// HTTP: when the request must be complete. Closing: when to give up on
-    /// the peer's close.
-    pub(crate) deadline: Instant,
-}
-
-#[derive(Debug)]
-pub(crate) enum State {
-    /// Reading an HTTP request (or the WebSocket upgrade), or waiting for
-    /// other shards to answer an API request.
-    Http(Http),
-    Ws(Box<Ws>),
-    /// Output shut down; waiting for the peer to close.
-    Closing,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Http {
-    /// Set while other shards work on the request.
-    pub(crate) waiting: bool,
-    pub(crate) keep_alive: bool,
-    /// Close after the current response is written.
-    pub(crate) close_after: bool,
-    /// `100 Continue` was sent for the request being received.
-    pub(crate) continue_sent: bool,
-}
-
-#[derive(Debug)]
-pub(crate) struct Ws {
-    pub(crate) session: ServerSession,
-    pub(crate) identity: Option<Identity>,
-    pub(crate) user: Option<Arc<str>>,
-    /// Rooms whose owner counts this connection (joined or joining).
-    pub(crate) joined: Vec<Arc<str>>,
-    /// A fragmented message being reassembled.
-    pub(crate) fragments: Vec<u8>,
-    pub(crate) fragment_opcode: Option<u8>,
-    /// The close frame has been queued.
-    pub(crate) close_sent: bool,
-    /// Closed while its socket was full: dropped at this time unless the
-    /// peer reads by then.
-    pub(crate) stuck_until: Option<Instant>,
-}
-
-impl Ws {
-    pub(crate) fn new(session: ServerSession) -> Self {
-        Self {
-            session,
-            identity: None,
-            user: None,
-            joined: Vec::new(),
-            fragments: Vec::new(),
-            fragment_opcode: None,
-            close_sent: false,
-            stuck_until: None,
-        }
-    }
-}
-
-impl Conn {
-    pub(crate) fn new(sock: TcpStream, generation: u32, deadline: Instant) -> Self {
-        Self {
-            sock,
-            generation,
-            state: State::Http(Http::default()),
-            inbuf: Vec::new(),
-            outbuf: Vec::new(),
-            blocked: false,
-            queued_read: false,
-            queued_write: false,
-            deadline,
-        }
-    }
-
-    pub(crate) fn ws_mut(&mut self) -> Option<&mut Ws> {
-        match &mut self.state {
-            State::Ws(ws) => Some(ws),
-            _ => None,
-        }
-    }
-}
 
 /// Writes `outbuf` and then the session's queued frames, as many per call as
 /// fit, until the socket would block or nothing is left. Frames a short
