@@ -72,6 +72,11 @@ pub struct NodeConfig {
     /// idle or slow HTTP clients cannot take every file descriptor.
     /// Default 10,000.
     pub max_http_connections: usize,
+    /// Messages each lane between two shards holds (requests and replies
+    /// each have one). A sender whose lane is full keeps the message in a
+    /// short overflow queue and stops taking work until it drains. Default
+    /// 16,384: enough that a 5,000-subscriber room's bursts never wait.
+    pub shard_channel_capacity: usize,
     /// Time connections get to drain after `GoAway` on shutdown. Default 5 s.
     pub shutdown_grace: Duration,
     /// Delay clients are told to wait before reconnecting after shutdown.
@@ -134,6 +139,7 @@ impl Default for NodeConfig {
             max_rooms: 100_000,
             max_connections: 100_000,
             max_http_connections: 10_000,
+            shard_channel_capacity: 16 * 1024,
             shutdown_grace: Duration::from_secs(5),
             reconnect_after: Duration::from_secs(1),
         }

@@ -50,9 +50,6 @@ use crate::mesh::{Mesh, Reply, Senders};
 use crate::shard::{Listeners, Shard, Shared, WAKER};
 use crate::stats::ShardStats;
 
-/// Capacity of each shard's inbound channel, in messages.
-const SHARD_CHANNEL: usize = 16 * 1024;
-
 /// WebSocket close code for a fatal herald error code: 4000 + code
 /// (e.g. 4208 for `SlowConsumer`), so browsers can see why without parsing
 /// the last frame.
@@ -130,6 +127,9 @@ impl NodeHandle {
         if config.api_key.len() < 16 {
             return Err(StartError::Config("the api key must be at least 16 characters".into()));
         }
+        if config.shard_channel_capacity == 0 {
+            return Err(StartError::Config("shard_channel_capacity must be at least 1".into()));
+        }
         let n = config.shards;
         let (public, addr) = bind_all(config.listen, n)?;
         let (mut internal, internal_addr) = match config.internal_listen {
@@ -148,7 +148,7 @@ impl NodeHandle {
             wakers.push(Arc::new(waker));
         }
         let stats: Vec<Arc<ShardStats>> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
-        let (requests, replies, inboxes) = mesh::channels(n, SHARD_CHANNEL);
+        let (requests, replies, inboxes) = mesh::channels(n, config.shard_channel_capacity);
         let senders = Senders {
             requests,
             replies,

@@ -7,15 +7,21 @@
 //!   counts for the server API, and the shutdown signal.
 //!
 //! A send never blocks the event loop: when a channel is full the message
-//! waits in a per-destination overflow queue. A shard with anything in
-//! overflow stops taking requests (and stops reading client sockets), but
-//! always takes replies. So pressure travels end to end: a destination that
-//! falls behind on deliveries makes the owner stop taking publishes, the
-//! owner's request channel fills, the publishing shards stop reading their
-//! clients, and TCP pushes back on the clients. Overflow stays bounded by
-//! what one request produces (a delivery per shard and an answer), plus the
-//! leaves of connections that close, which only shrink what they free; and
-//! no cycle can stall, because replies never wait for requests.
+//! waits in a per-destination overflow queue, and the sender stops making
+//! more of that kind of message:
+//! - with replies waiting, a shard takes no requests (their output is
+//!   replies), but it always takes replies;
+//! - with requests waiting, a shard reads no client input (its output is
+//!   requests).
+//!
+//! So pressure travels end to end: a shard that falls behind on deliveries
+//! makes the owner's replies wait, the owner stops taking publishes, its
+//! request channel fills, the publishing shards' requests wait, they stop
+//! reading their clients, and TCP pushes back on the clients. Overflow stays
+//! bounded by what one request or one client frame produces (a delivery per
+//! shard and an answer), plus the leaves of connections that close, which
+//! only shrink what they free. Nothing can stall in a cycle: replies are
+//! always taken, and taking a request waits only for replies.
 //!
 //! Every shard holds a sender to every shard (itself included, for uniform
 //! handling). Destinations are woken (eventfd) once per loop iteration, not
@@ -23,7 +29,6 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use bytes::Bytes;
@@ -169,6 +174,10 @@ pub(crate) struct Mesh {
     peers: Vec<PeerShard>,
     requests: Receiver<Request>,
     replies: Receiver<Reply>,
+    /// Requests this shard sent that wait in overflow.
+    waiting_requests: usize,
+    /// Replies this shard sent that wait in overflow.
+    waiting_replies: usize,
     stats: Arc<ShardStats>,
 }
 
@@ -229,6 +238,8 @@ impl Mesh {
             peers,
             requests: inbox.requests,
             replies: inbox.replies,
+            waiting_requests: 0,
+            waiting_replies: 0,
             stats: senders.stats[me].clone(),
         }
     }
@@ -243,7 +254,10 @@ impl Mesh {
         peer.needs_wake = true;
         match peer.requests.send(msg) {
             Sent::Channel => ShardStats::gauge(&peer.stats.queue_depth, 1),
-            Sent::Overflow => self.stats.overflowed(1),
+            Sent::Overflow => {
+                self.waiting_requests += 1;
+                self.stats.overflowed(1);
+            }
             Sent::Gone => {}
         }
     }
@@ -254,15 +268,27 @@ impl Mesh {
         peer.needs_wake = true;
         match peer.replies.send(msg) {
             Sent::Channel => ShardStats::gauge(&peer.stats.queue_depth, 1),
-            Sent::Overflow => self.stats.overflowed(1),
+            Sent::Overflow => {
+                self.waiting_replies += 1;
+                self.stats.overflowed(1);
+            }
             Sent::Gone => {}
         }
     }
 
-    /// Whether any message waits in overflow: then the shard takes no
-    /// requests and reads no client input until it drains.
+    /// Replies wait in overflow: take no requests until they drain.
+    pub(crate) fn replies_waiting(&self) -> bool {
+        self.waiting_replies > 0
+    }
+
+    /// Requests wait in overflow: read no client input until they drain.
+    pub(crate) fn requests_waiting(&self) -> bool {
+        self.waiting_requests > 0
+    }
+
+    /// Anything waits in overflow.
     pub(crate) fn backlogged(&self) -> bool {
-        self.stats.mesh_overflow.load(Relaxed) > 0
+        self.waiting_requests + self.waiting_replies > 0
     }
 
     /// Moves overflow into channels where room was made and wakes every
@@ -274,6 +300,8 @@ impl Mesh {
             // Replies first: they are what unblocks everyone else.
             let (left_replies, replies) = peer.replies.drain();
             let (left_requests, requests) = peer.requests.drain();
+            self.waiting_replies -= left_replies;
+            self.waiting_requests -= left_requests;
             moved += left_replies + left_requests;
             let entered = replies + requests;
             if entered > 0 {
@@ -314,6 +342,8 @@ impl Mesh {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
     use super::*;
 
     fn mesh_pair(capacity: usize) -> (Mesh, Mesh, mio::Poll, mio::Poll) {
@@ -353,7 +383,10 @@ mod tests {
         for n in 0..5 {
             a.reply(1, counted(n));
         }
-        assert!(a.backlogged(), "3 wait in overflow");
+        assert!(
+            a.backlogged() && a.replies_waiting() && !a.requests_waiting(),
+            "3 wait in overflow"
+        );
         assert_eq!(a.stats.mesh_overflow.load(Relaxed), 3);
         assert!(a.flush().backlog);
         let mut got = Vec::new();

@@ -89,9 +89,17 @@ impl Shard {
 
     // ---- reading ------------------------------------------------------------
 
+    /// Reads the sockets that are ready, until a request to another shard
+    /// has to wait in overflow: then the rest wait too (still queued), so
+    /// one loop iteration adds at most one frame's worth of work to a full
+    /// channel.
     pub(super) fn read_ready(&mut self) {
         let slots = std::mem::take(&mut self.to_read);
-        for slot in slots {
+        for (i, &slot) in slots.iter().enumerate() {
+            if self.mesh.requests_waiting() {
+                self.to_read.extend_from_slice(&slots[i..]);
+                return;
+            }
             self.read_conn(slot);
         }
     }
@@ -99,6 +107,15 @@ impl Shard {
     fn read_conn(&mut self, slot: usize) {
         let Some(c) = self.conns.get_mut(slot) else { return };
         c.queued_read = false;
+        if c.link.is_ws() && !c.inbuf.is_empty() {
+            // Frames left unparsed when the channels filled go first.
+            self.reparse(slot);
+            if self.mesh.requests_waiting() {
+                self.requeue_read(slot);
+                return;
+            }
+        }
+        let Some(c) = self.conns.get_mut(slot) else { return };
         // An HTTP connection reads only while it has no answer pending, and
         // never more than one request's worth: pipelined requests wait in
         // the client's socket buffer, not in ours.
@@ -314,6 +331,12 @@ impl Shard {
         let max = self.shared.config.session.limits.decode.max_frame_bytes;
         let mut used = 0;
         while used < data.len() {
+            if self.mesh.requests_waiting() {
+                // The rest waits in the connection's buffer (at most one
+                // read's worth) until the channels drain.
+                self.requeue_read(slot);
+                break;
+            }
             let head = match ws::parse_head(&data[used..], max) {
                 Ok(Some(h)) if h.frame_len() <= data.len() - used => h,
                 Ok(_) => break,
@@ -411,7 +434,7 @@ impl Shard {
     /// of waiting for a whole pass to end and then its place in the next.
     fn between_writes(&mut self) {
         let mut handled = self.handle_inbox(super::INBOX_BATCH) > 0;
-        if !self.backlog && self.poll_events(Duration::ZERO) && !self.to_read.is_empty() {
+        if !self.mesh.requests_waiting() && self.poll_events(Duration::ZERO) && !self.to_read.is_empty() {
             ShardStats::add(&self.stats.write_pass_reads, self.to_read.len() as u64);
             self.read_ready();
             handled = true;

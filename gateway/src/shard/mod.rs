@@ -116,6 +116,10 @@ pub(crate) struct Shard {
     backlog: bool,
     /// A write pass sent this shard messages: handle them before sleeping.
     sent_to_self: bool,
+    /// Requests were left in the inbox because replies waited in overflow:
+    /// take them as soon as the replies are through (nothing else wakes
+    /// this shard for them; their senders only wait).
+    requests_deferred: bool,
     /// This shard's share of `max_http_connections`.
     max_http_connections: usize,
     /// The answer to a connection beyond that share, encoded once.
@@ -183,6 +187,7 @@ impl Shard {
             accept_retry: None,
             backlog: false,
             sent_to_self: false,
+            requests_deferred: false,
             max_http_connections: config.max_http_connections.div_ceil(shards.max(1)),
             busy_response: Response::error(
                 503,
@@ -201,7 +206,9 @@ impl Shard {
         let mut busy = false;
         loop {
             let now = Instant::now();
-            let timeout = if busy || (!self.backlog && !self.to_read.is_empty()) || !self.to_write.is_empty() {
+            let waiting_input = !self.mesh.requests_waiting() && !self.to_read.is_empty();
+            let waiting_requests = self.requests_deferred && !self.mesh.replies_waiting();
+            let timeout = if busy || waiting_input || waiting_requests || !self.to_write.is_empty() {
                 Duration::ZERO
             } else {
                 self.sleep_until(now)
@@ -212,9 +219,10 @@ impl Shard {
             }
             self.unix_secs = crate::unix_secs();
             busy = self.handle_inbox(INBOX_BATCH) == INBOX_BATCH;
-            // While other shards' channels are full, stop taking client input
-            // so the pressure reaches clients as TCP back-pressure.
-            if !self.backlog {
+            // While this shard's requests wait for room in other shards'
+            // channels, it takes no client input: the pressure reaches
+            // clients as TCP back-pressure.
+            if !self.mesh.requests_waiting() {
                 self.read_ready();
             }
             // Hand publishes and deliveries to other shards before writing
@@ -222,9 +230,7 @@ impl Shard {
             // instead of waiting for them.
             let early = self.mesh.flush();
             self.write_ready();
-            let flushed = self.mesh.flush();
-            self.backlog = flushed.backlog;
-            busy |= early.to_self || flushed.to_self || std::mem::take(&mut self.sent_to_self);
+            busy |= early.to_self || std::mem::take(&mut self.sent_to_self);
             let now = Instant::now();
             self.run_timers(now);
             if now >= self.next_sweep {
@@ -235,6 +241,11 @@ impl Shard {
                 self.accept_retry = None;
                 self.accept_all();
             }
+            // Last: what the write pass and the timers sent (closing
+            // connections' leaves) is woken for before this shard sleeps.
+            let flushed = self.mesh.flush();
+            self.backlog = flushed.backlog;
+            busy |= flushed.to_self;
             if let Some(deadline) = self.draining
                 && (self.conns.is_empty() || now >= deadline)
             {
@@ -303,8 +314,8 @@ impl Shard {
     }
 
     /// Handles up to `max` messages from other shards: every reply first,
-    /// then requests, but no request while this shard's own messages wait
-    /// in overflow (that is how pressure travels back to the senders).
+    /// then requests, but no request while this shard's replies wait in
+    /// overflow (that is how pressure travels back to the senders).
     /// Returns how many.
     fn handle_inbox(&mut self, max: usize) -> usize {
         let mut handled = 0;
@@ -313,7 +324,12 @@ impl Shard {
             self.on_reply(reply);
             handled += 1;
         }
-        while handled < max && !self.mesh.backlogged() {
+        self.requests_deferred = false;
+        while handled < max {
+            if self.mesh.replies_waiting() {
+                self.requests_deferred = true;
+                break;
+            }
             let Some(request) = self.mesh.recv_request() else { break };
             self.on_request(request);
             handled += 1;

@@ -478,3 +478,84 @@ pub fn assert_refused(err: &herald_protocol::tokio_client::ClientError, code: he
         "expected {code:?}, got {err:?}"
     );
 }
+
+// ---- a node in its own process (memory.rs) -----------------------------------
+
+/// A `herald serve` child process on a free loopback port, killed on drop.
+/// Its memory is its own, so tests can measure what a client makes the node
+/// hold (an in-process node shares the test process's RSS with every other
+/// test running beside it).
+pub struct NodeProcess {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+}
+
+impl NodeProcess {
+    /// Starts `herald serve` with `args` (after `--listen` and `--shards`)
+    /// and waits for `/health`.
+    pub async fn start(shards: usize, args: &[&str]) -> NodeProcess {
+        // A free port: bind, read, release.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let data_dir = std::env::temp_dir().join(format!("herald-test-{}-{port}", std::process::id()));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["serve", "--listen", &addr.to_string(), "--shards", &shards.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HERALD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut node = NodeProcess {
+            addr,
+            child: cmd.spawn().expect("herald starts"),
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            assert!(node.child.try_wait().unwrap().is_none(), "herald exited early");
+            assert!(std::time::Instant::now() < deadline, "herald answers /health in time");
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+                let mut conn = HttpConn {
+                    reader: tokio::io::BufReader::new(s),
+                };
+                if conn.request("GET", "/health", None, None).await.status == 200 {
+                    return node;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The node's resident memory, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS");
+        kb * 1024
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
