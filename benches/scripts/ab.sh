@@ -8,6 +8,9 @@
 #   SCENARIO=5000  1 room x 5,000 subscribers, 1 publisher (default RATE 400 msgs/s)
 #   SCENARIO=10    1,000 rooms x 10, 20 publishers (default RATE 5000 msgs/s)
 #   SHARDS (1), DURATION (8s), OUT (target/ab)
+#   RATES=r1,r2,...  a rate sweep per run instead of one step: the table gives
+#                  each run's max sustained deliveries/s (the highest step
+#                  kept up) and its p99 there
 #   PERF=1         also `perf record -g` each node for 5 s mid-step, into $OUT
 #   LOADGEN_A, LOADGEN_B  herald-loadgen binaries for the A and B runs
 #                  (default: this tree's); give one herald twice to A/B the
@@ -42,9 +45,11 @@ one() {
   if [ -n "${PERF:-}" ]; then
     (sleep 4; perf record -g -p "$node_pid" -o "$OUT/perf-$1-$3.data" -- sleep 5 >/dev/null 2>&1) &
   fi
+  local step=(--rate "$RATE" --keep-up 0)
+  [ -n "${RATES:-}" ] && step=(--rates "$RATES" --all-steps)
   "$4" fanout --target "ws://127.0.0.1:$PORT/ws" --target-pid "$node_pid" \
     --source-ips "${SOURCE_IPS:-127.0.0.2-127.0.0.9}" "${SHAPE[@]}" --payload 64 \
-    --duration "${DURATION:-8s}" --rate "$RATE" --keep-up 0 --quiet --json "$OUT/$1-$3.json" >/dev/null
+    --duration "${DURATION:-8s}" "${step[@]}" --quiet --json "$OUT/$1-$3.json" >/dev/null
   stop_node
   wait
 }
@@ -54,10 +59,26 @@ for r in $(seq "$ROUNDS"); do
   one b "$B" "$r" "$LOADGEN_B"
 done
 
-python3 - "$OUT" "$ROUNDS" "$A" "$B" "$LOADGEN_A" "$LOADGEN_B" <<'EOF'
+python3 - "$OUT" "$ROUNDS" "$A" "$B" "$LOADGEN_A" "$LOADGEN_B" "${RATES:-}" <<'EOF'
 import json, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 print(f"A = {sys.argv[3]} (load generator {sys.argv[5]})\nB = {sys.argv[4]} (load generator {sys.argv[6]})\n")
+if sys.argv[7]:
+    print("| run | max sustained deliveries/s | p99 at that step | node CPU/delivery there | steps kept up |")
+    print("|---|---|---|---|---|")
+    for r in range(1, rounds + 1):
+        for side in "ab":
+            j = json.load(open(f"{out}/{side}-{r}.json"))
+            rate = j["rate"]
+            best = rate.get("max_sustained_deliveries_per_sec")
+            kept = [s for s in rate["steps"] if s.get("kept_up")]
+            top = kept[-1] if kept else None
+            p99 = f"{top['latency_us']['p99'] / 1000:.2f} ms" if top and top.get("latency_us") else "-"
+            cpu = top.get("target_cpu_us_per_delivery") if top else None
+            cpu = f"{cpu:.2f} µs" if cpu is not None else "-"
+            print(f"| {side.upper()}{r} | {best:,.0f} | {p99} | {cpu} | {len(kept)} of {len(rate['steps'])} |"
+                  if best else f"| {side.upper()}{r} | none kept up | - | - | 0 of {len(rate['steps'])} |")
+    sys.exit(0)
 print("| run | p50 | p99 | send lag p99 | node CPU/delivery | generator CPU/delivery | delivered |")
 print("|---|---|---|---|---|---|---|")
 def us(v):

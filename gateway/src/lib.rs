@@ -14,6 +14,8 @@
 //! `rooms` (the room owner over the log store), `placement`, `mesh`
 //! (messages between shards), `timers` and `api` (HTTP routes).
 
+#![forbid(unsafe_code)]
+
 mod api;
 pub mod auth;
 #[doc(hidden)]

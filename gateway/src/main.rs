@@ -58,6 +58,10 @@ struct ConfigArgs {
     /// Address for HTTP and WebSocket [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Address for operators: /metrics and the server API (/api/...) move
+    /// here from --listen [default: none, everything on --listen].
+    #[arg(long)]
+    internal_listen: Option<std::net::SocketAddr>,
     /// Shards (threads) [default: number of cores].
     #[arg(long)]
     shards: Option<usize>,
@@ -85,6 +89,7 @@ impl ConfigArgs {
     fn load(&self) -> Result<Loaded, String> {
         let flags = Settings {
             listen: self.listen,
+            internal_listen: self.internal_listen,
             shards: self.shards,
             node_id: self.node_id.clone(),
             data_dir: self.data_dir.clone(),
@@ -107,6 +112,9 @@ fn main() -> ExitCode {
                 Err(e) => return config_error(&e),
             };
             init_tracing(loaded.log_json);
+            for var in settings::unknown_env_vars() {
+                tracing::warn!("ignoring {var}: it names no setting (docs/CONFIG.md lists them)");
+            }
             serve(loaded)
         }
         Command::Token {
@@ -193,11 +201,13 @@ fn serve(loaded: Loaded) -> ExitCode {
     if api_key_generated {
         tracing::info!("api key: {api_key}");
     }
+    let ops = node.operator_addr();
     tracing::info!(
         %addr, shards, node_id = %node_id, data_dir = %data_dir.display(),
-        "listening; WebSocket clients connect to ws://{addr}/ws (token: {}), backends POST to http://{addr}/api/publish, \
-         metrics at http://{addr}/metrics",
-        if development { "any user id" } else { "a JWT, see `herald token`" }
+        "listening; WebSocket clients connect to ws://{addr}/ws (token: {}), backends POST to http://{ops}/api/publish, \
+         metrics at http://{ops}/metrics{}",
+        if development { "any user id" } else { "a JWT, see `herald token`" },
+        if ops == addr { "" } else { " (internal listener)" }
     );
     tracing::info!("history is kept in memory in this version; it does not survive a restart");
     let trigger = node.shutdown_handle();

@@ -4,7 +4,10 @@
 //! `HERALD_LIMITS__MAX_FRAME_BYTES=131072` sets `[limits] max_frame_bytes`.
 //!
 //! Every error is a message for the operator; `herald serve` prints it and
-//! exits with code 64.
+//! exits with code 64. An unknown key in a file is an error (a typo there
+//! must not go unnoticed); an unknown `HERALD_*` variable is only a warning,
+//! since the environment also holds variables meant for other programs
+//! (`HERALD_BIN` of a script, say).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +28,9 @@ pub struct Settings {
     /// HTTP + WebSocket address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
+    /// Operator address: metrics and the server API move here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_listen: Option<SocketAddr>,
     /// Shards (threads); default the number of cores.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<usize>,
@@ -116,13 +122,49 @@ pub struct Loaded {
 }
 
 /// Merges the layers: `file` (if given) < `HERALD_*` environment < `flags`.
+/// Variables that name no setting are left out (see [`unknown_env_vars`]).
 pub fn figment(file: Option<&Path>, flags: &Settings) -> Figment {
     let mut f = Figment::new();
     if let Some(path) = file {
         f = f.merge(Toml::file_exact(path));
     }
-    f.merge(Env::prefixed("HERALD_").split("__").ignore(&["config", "log"]))
-        .merge(Serialized::defaults(flags))
+    let unknown: Vec<String> = unknown_env_vars().iter().map(|v| env_key(v)).collect();
+    let env = herald_env().filter(move |key| !unknown.iter().any(|u| key == u.as_str()));
+    f.merge(env).merge(Serialized::defaults(flags))
+}
+
+/// `HERALD_*` variables, as figment reads them (`__` nests).
+fn herald_env() -> Env {
+    Env::prefixed("HERALD_").split("__").ignore(&["config", "log"])
+}
+
+/// The figment key of a `HERALD_*` variable.
+fn env_key(var: &str) -> String {
+    var.trim_start_matches("HERALD_")
+        .replace("__", ".")
+        .to_ascii_lowercase()
+}
+
+/// `HERALD_*` variables in the environment that name no setting; the node
+/// warns about each and ignores it.
+pub fn unknown_env_vars() -> Vec<String> {
+    let mut unknown = Vec::new();
+    for (var, _) in std::env::vars() {
+        if !var.starts_with("HERALD_") || var == "HERALD_CONFIG" || var == "HERALD_LOG" {
+            continue;
+        }
+        // Settings' own field checks are the judge: extract it alone.
+        let key = env_key(&var);
+        let alone = Figment::new().merge(herald_env().filter(move |k| k == key.as_str()));
+        if let Err(e) = alone.extract::<Settings>()
+            && e.into_iter()
+                .any(|e| matches!(e.kind, figment::error::Kind::UnknownField(..)))
+        {
+            unknown.push(var);
+        }
+    }
+    unknown.sort();
+    unknown
 }
 
 /// Reads and checks the merged settings.
@@ -167,6 +209,12 @@ fn resolve(s: Settings) -> Result<Loaded, String> {
     let mut node = NodeConfig::default();
     if let Some(listen) = s.listen {
         node.listen = listen;
+    }
+    if let Some(internal) = s.internal_listen {
+        if internal == node.listen {
+            return Err(format!("internal_listen must differ from listen ({internal})"));
+        }
+        node.internal_listen = Some(internal);
     }
     if let Some(shards) = s.shards {
         if !(1..=1024).contains(&shards) {
@@ -261,7 +309,10 @@ fn apply_limits(node: &mut NodeConfig, l: &Limits) -> Result<(), String> {
         limits.max_rooms = positive("rooms_per_connection", v)?;
     }
     if let Some(v) = l.max_room_name_bytes {
-        limits.max_room_name_bytes = positive("max_room_name_bytes", v)?.min(1024);
+        if !(1..=1024).contains(&v) {
+            return Err("limits.max_room_name_bytes must be between 1 and 1024".into());
+        }
+        limits.max_room_name_bytes = v;
     }
     if let Some(v) = l.publish_rate_per_sec {
         limits.publish_rate_per_sec = positive("publish_rate_per_sec", v as usize)? as u32;
@@ -276,7 +327,14 @@ fn apply_limits(node: &mut NodeConfig, l: &Limits) -> Result<(), String> {
         limits.typing_burst = positive("typing_burst", v as usize)? as u32;
     }
     if let Some(v) = l.max_outbound_bytes {
-        limits.max_outbound_bytes = v.max(limits.decode.max_frame_bytes);
+        limits.max_outbound_bytes = v;
+    }
+    if limits.max_outbound_bytes < limits.decode.max_frame_bytes {
+        // One frame must fit, or every large answer would close its connection.
+        return Err(format!(
+            "limits.max_outbound_bytes ({}) must be at least limits.max_frame_bytes ({})",
+            limits.max_outbound_bytes, limits.decode.max_frame_bytes
+        ));
     }
     let s = &mut node.session;
     s.handshake_timeout = duration("limits.handshake_timeout", &l.handshake_timeout, s.handshake_timeout)?;
@@ -303,6 +361,9 @@ fn apply_limits(node: &mut NodeConfig, l: &Limits) -> Result<(), String> {
 
 fn apply_namespace(name: &str, mut c: NamespaceConfig, s: &NamespaceSettings) -> Result<NamespaceConfig, String> {
     if let Some(v) = s.history {
+        if v == 0 {
+            return Err(format!("namespaces.{name}.history must be at least 1"));
+        }
         c.history = v;
     }
     if let Some(v) = &s.history_max_age {
@@ -387,8 +448,12 @@ mod tests {
 
     #[test]
     fn bad_settings_are_explained() {
-        let cases: [(&str, &str); 8] = [
+        let cases: [(&str, &str); 12] = [
             ("listen = \"0.0.0.0:8080\"", "loopback"),
+            ("internal_listen = \"127.0.0.1:8080\"", "differ"),
+            ("[limits]\nmax_room_name_bytes = 5000", "between 1 and 1024"),
+            ("[limits]\nmax_outbound_bytes = 1000", "at least limits.max_frame_bytes"),
+            ("[namespaces.chat]\nhistory = 0", "at least 1"),
             ("shards = 0", "shards"),
             ("api_key = \"short\"", "api_key"),
             ("jwt_secret = \"too short\"", "32 bytes"),
@@ -405,6 +470,34 @@ mod tests {
                 Ok(())
             });
         }
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_ignored_with_a_warning_not_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("HERALD_BIN", "/usr/local/bin/herald");
+            jail.set_env("HERALD_LIMITS__MAX_FRAME_BYTE", "1");
+            jail.set_env("HERALD_NODE_ID", "from-env");
+            jail.set_env("HERALD_LIMITS__PUBLISH_BURST", "9");
+            let unknown = unknown_env_vars();
+            assert!(unknown.contains(&"HERALD_BIN".to_owned()), "{unknown:?}");
+            assert!(
+                unknown.contains(&"HERALD_LIMITS__MAX_FRAME_BYTE".to_owned()),
+                "{unknown:?}"
+            );
+            assert!(
+                !unknown
+                    .iter()
+                    .any(|v| v == "HERALD_NODE_ID" || v == "HERALD_LIMITS__PUBLISH_BURST")
+            );
+            let loaded = load(&figment(None, &Settings::default())).map_err(|e| e.to_string())?;
+            assert_eq!(loaded.node.node_id, "from-env");
+            assert_eq!(loaded.node.session.limits.publish_burst, 9);
+            // A bad value of a real setting is still an error.
+            jail.set_env("HERALD_SHARDS", "many");
+            assert!(load(&figment(None, &Settings::default())).is_err());
+            Ok(())
+        });
     }
 
     #[test]

@@ -500,6 +500,32 @@ async fn disconnect_kicks_every_connection_of_the_user() {
         .unwrap();
     assert_eq!(p.offset, 2);
 
+    // The Rust client takes a kick as final: it reports it and stops,
+    // instead of coming straight back.
+    let (erin, mut erin_events) = client(&node.url(), "erin").await;
+    let (status, body) = http(node.addr, "POST", "/api/disconnect/erin", Some(API_KEY), None).await;
+    assert_eq!((status, body), (200, json!({"disconnected": 1})));
+    let code = next_matching(&mut erin_events, |ev| match ev {
+        ClientEvent::Disconnected { code, .. } => Some(code),
+        _ => None,
+    })
+    .await;
+    assert_eq!(code, ErrorCode::Kicked);
+    let rest = tokio::time::timeout(WAIT, async {
+        let mut rest = Vec::new();
+        while let Some(ev) = erin_events.recv().await {
+            rest.push(ev);
+        }
+        rest
+    })
+    .await
+    .expect("the client stops after a kick");
+    assert!(
+        !rest.iter().any(|ev| matches!(ev, ClientEvent::Connected { .. })),
+        "{rest:?}"
+    );
+    drop(erin);
+
     let (status, body) = http(node.addr, "POST", "/api/disconnect/nobody", Some(API_KEY), None).await;
     assert_eq!((status, body), (200, json!({"disconnected": 0})));
     let (status, _) = http(node.addr, "POST", "/api/disconnect/", Some(API_KEY), None).await;

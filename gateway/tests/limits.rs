@@ -211,6 +211,7 @@ async fn publishes_beyond_the_burst_are_rate_limited_not_fatal() {
         {
             Ok(p) => break p,
             Err(e) if server_error(ErrorCode::RateLimited)(&e) && Instant::now() < deadline => {
+                limited += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!("{e:?}"),
@@ -222,6 +223,11 @@ async fn publishes_beyond_the_burst_are_rate_limited_not_fatal() {
         got.push(next_message(&mut events).await.offset);
     }
     assert_eq!(got, (1..=p.offset).collect::<Vec<_>>());
+    // Every refusal is counted where operators look.
+    assert_eq!(
+        support::metric(node.addr, "herald_drops_total", "reason=\"rate_limited\"").await,
+        limited as u64
+    );
     stop(node).await;
 }
 

@@ -410,3 +410,31 @@ async fn messages_taken_during_a_long_write_pass_arrive_once_in_order() {
     assert!(mid_pass > 0, "no socket was read during a write pass");
     stop(node).await;
 }
+
+/// docs/PROTOCOL.md §5: a subscribed publisher gets the `Reply` to its
+/// publish before the `Message` it published, whichever shard owns the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscribed_publisher_gets_its_reply_before_its_own_message() {
+    let node = node_with(four_shards());
+    let (mut ws, _) = ws_connected(&node.url(), "ann").await;
+    // Rooms on different shards (the owner is the shard of FNV-1a(room)).
+    let rooms: Vec<String> = (0..8).map(|i| format!("chat:order-{i}")).collect();
+    for (i, room) in rooms.iter().enumerate() {
+        ws_subscribe(&mut ws, 100 + i as u32, room, false).await;
+    }
+    for i in 0..40u32 {
+        let room = &rooms[i as usize % rooms.len()];
+        ws_send_frame(&mut ws, publish_frame(1_000 + i, room, b"mine")).await;
+        let (before, message) = frames_until_message(&mut ws).await;
+        let reply = before.iter().find_map(|(id, body)| match body {
+            BodyT::Reply(r) if *id == 1_000 + i => Some(r.offset),
+            _ => None,
+        });
+        assert_eq!(
+            reply,
+            Some(message.offset),
+            "publish {i} in {room}: the Reply with the message's offset comes first; saw {before:?}"
+        );
+    }
+    stop(node).await;
+}

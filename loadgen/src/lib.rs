@@ -9,6 +9,8 @@
 //! - Reports: a table on stdout, JSON with documented keys, HTML with
 //!   charts, and `compare` for two JSON reports (docs/LOADGEN.md).
 
+#![forbid(unsafe_code)]
+
 mod alarm;
 pub mod cli;
 pub mod compare;

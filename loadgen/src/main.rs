@@ -1,5 +1,7 @@
 //! `herald-loadgen`: see the library's documentation and docs/LOADGEN.md.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use mimalloc::MiMalloc;

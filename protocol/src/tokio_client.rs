@@ -402,10 +402,14 @@ impl Driver {
                     }
                     ClientEvent::Disconnected { code, .. } => {
                         // Retrying cannot fix these: the application must
-                        // change the token or the client.
+                        // change the token or the client; and a kick by the
+                        // server means stay away (docs/PROTOCOL.md §6).
                         let hopeless = matches!(
                             *code,
-                            ErrorCode::AuthFailed | ErrorCode::TokenExpired | ErrorCode::UnsupportedVersion
+                            ErrorCode::AuthFailed
+                                | ErrorCode::TokenExpired
+                                | ErrorCode::UnsupportedVersion
+                                | ErrorCode::Kicked
                         );
                         exit.get_or_insert(if hopeless { Exit::Close } else { Exit::Reconnect(None) });
                     }

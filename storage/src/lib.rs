@@ -6,6 +6,8 @@
 //! node's store. Durable backends (an embedded engine by default, ScyllaDB
 //! for clusters) implement the same trait.
 
+#![forbid(unsafe_code)]
+
 mod log;
 
 pub use log::{EphemeralLog, LogStore};

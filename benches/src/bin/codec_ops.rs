@@ -4,6 +4,8 @@
 //!
 //! Usage: `codec_ops CASE N`, CASE one of the names printed by `codec_ops list`.
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::process::ExitCode;
 

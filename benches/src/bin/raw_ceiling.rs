@@ -55,6 +55,8 @@
 //! included), ...). The receiver keeps up when `receiver_reads` is about
 //! `writes` (it reads each write on its own) rather than far fewer.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream as StdTcpStream};
