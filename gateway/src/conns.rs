@@ -11,7 +11,7 @@ use std::time::Instant;
 use mio::net::TcpStream;
 use slab::Slab;
 
-use crate::link::{HttpLink, Link};
+use crate::link::{HTTP_TIMEOUT, HttpLink, Link};
 
 /// A connection on a shard: slab slot and generation (slots are reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,9 +57,14 @@ pub(crate) struct Conn {
     pub(crate) queued_write: bool,
     /// Already in the shard's list of recently active connections.
     pub(crate) active: bool,
-    /// The wheel tick of this connection's current timer entry (older
-    /// entries that expire are ignored).
-    pub(crate) timer: Option<u64>,
+    /// HTTP: when the request must be complete or the answer read.
+    /// Closing: when to give up on the peer's close. A stuck WebSocket: when
+    /// to drop it. (One field for the three: an idle connection's size
+    /// matters, BENCHMARKS.md.)
+    pub(crate) deadline: Instant,
+    /// The wheel tick of this connection's current timer entry, 0 for none
+    /// (ticks start at 1); older entries that expire are ignored.
+    pub(crate) timer: u64,
 }
 
 impl Conn {
@@ -71,19 +76,19 @@ impl Conn {
     }
 
     /// When this connection must next be looked at.
-    pub(crate) fn deadline(&self, token_leeway_secs: u64, now_unix_secs: u64, now: Instant) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self, token_leeway_secs: u64, now_unix_secs: u64, now: Instant) -> Option<Instant> {
         match &self.link {
-            Link::Http(h) => h.deadline(),
-            Link::Closing { deadline } => Some(*deadline),
+            Link::Http(h) => h.timed().then_some(self.deadline),
+            Link::Closing => Some(self.deadline),
+            Link::Ws(w) if w.framing.stuck => Some(self.deadline),
             Link::Ws(w) => {
                 let session = w.peer.session.poll_timeout();
-                let stuck = w.framing.stuck_until;
                 // A token's expiry, on the monotonic clock.
                 let expiry = w.peer.expires_at().map(|exp| {
                     let left = exp.saturating_add(token_leeway_secs).saturating_sub(now_unix_secs);
                     now + std::time::Duration::from_secs(left)
                 });
-                [session, stuck, expiry].into_iter().flatten().min()
+                [session, expiry].into_iter().flatten().min()
             }
         }
     }
@@ -117,14 +122,15 @@ impl Connections {
             sock,
             generation: self.next_generation,
             listener,
-            link: Link::Http(HttpLink::new(now)),
+            link: Link::Http(HttpLink::new()),
             inbuf: Vec::new(),
             outbuf: Vec::new(),
             blocked: false,
             queued_read: false,
             queued_write: false,
             active: false,
-            timer: None,
+            deadline: now + HTTP_TIMEOUT,
+            timer: 0,
         };
         let slot = self.slab.insert(conn);
         ConnKey {

@@ -20,7 +20,7 @@ struct PeerRoom {
 #[derive(Debug)]
 pub(crate) struct Peer {
     pub(crate) session: ServerSession,
-    identity: Option<Box<Identity>>,
+    identity: Option<Identity>,
     user: Option<Arc<str>>,
     rooms: Vec<PeerRoom>,
     next_attempt: u32,
@@ -39,7 +39,7 @@ impl Peer {
 
     /// Who the peer authenticated as (None until `Connect` was accepted).
     pub(crate) fn identity(&self) -> Option<&Identity> {
-        self.identity.as_deref()
+        self.identity.as_ref()
     }
 
     pub(crate) fn user(&self) -> Option<&Arc<str>> {
@@ -50,7 +50,7 @@ impl Peer {
     pub(crate) fn authenticated(&mut self, identity: Identity) -> Arc<str> {
         let user: Arc<str> = Arc::from(identity.user.as_str());
         self.user = Some(user.clone());
-        self.identity = Some(Box::new(identity));
+        self.identity = Some(identity);
         user
     }
 

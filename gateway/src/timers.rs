@@ -43,7 +43,8 @@ impl<K: Copy> TimerWheel<K> {
             start,
             slots: (0..SLOTS).map(|_| Vec::new()).collect(),
             occupied: vec![0; SLOTS / 64],
-            next: 0,
+            // Tick 0 is never handed out: 0 can mean "no entry".
+            next: 1,
             len: 0,
         }
     }
@@ -109,10 +110,9 @@ impl<K: Copy> TimerWheel<K> {
             self.len -= before - entries.len();
             if entries.is_empty() {
                 self.occupied[slot / 64] &= !(1 << (slot % 64));
-                if entries.capacity() > 64 {
-                    // A burst of deadlines in one slot: do not keep its size.
-                    *entries = Vec::new();
-                }
+                // A slot is refilled about once a turn: keeping its capacity
+                // would hold a second copy of every deadline's room.
+                *entries = Vec::new();
             }
         }
         self.next = now_tick + 1;

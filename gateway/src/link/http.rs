@@ -2,8 +2,10 @@
 //! answer: the next request is read and parsed only once the answer to the
 //! previous one has been written (hyper's rule), so a client that pipelines
 //! requests without reading the answers cannot make the node buffer them.
+//! Its deadline (request or answer within [`HTTP_TIMEOUT`]) is the
+//! connection's (`Conn::deadline`), set by the shard at each step.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Time a request (or the WebSocket upgrade) has to arrive, and an answer
 /// has to be read.
@@ -27,17 +29,14 @@ pub(crate) struct HttpLink {
     pub(crate) keep_alive: bool,
     /// `100 Continue` was sent for the request being received.
     pub(crate) continue_sent: bool,
-    /// When the request must be complete or the answer read.
-    pub(crate) deadline: Instant,
 }
 
 impl HttpLink {
-    pub(crate) fn new(now: Instant) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: HttpState::Reading,
             keep_alive: true,
             continue_sent: false,
-            deadline: now + HTTP_TIMEOUT,
         }
     }
 
@@ -53,23 +52,21 @@ impl HttpLink {
         self.state = HttpState::Waiting;
     }
 
-    /// The answer is queued; it must be read within the timeout.
-    pub(crate) fn answered(&mut self, now: Instant, keep_alive: bool) {
+    /// The answer is queued (it must be read within the timeout).
+    pub(crate) fn answered(&mut self, keep_alive: bool) {
         self.keep_alive &= keep_alive;
         self.state = HttpState::Writing;
-        self.deadline = now + HTTP_TIMEOUT;
     }
 
-    /// The answer was written: read the next request, within the timeout.
-    pub(crate) fn written(&mut self, now: Instant) {
+    /// The answer was written: read the next request (within the timeout).
+    pub(crate) fn written(&mut self) {
         self.state = HttpState::Reading;
-        self.deadline = now + HTTP_TIMEOUT;
     }
 
-    /// When this link must be looked at: None while other shards work on
-    /// its request (they always answer).
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        (self.state != HttpState::Waiting).then_some(self.deadline)
+    /// Whether the connection's deadline applies: not while other shards
+    /// work on its request (they always answer).
+    pub(crate) fn timed(&self) -> bool {
+        self.state != HttpState::Waiting
     }
 }
 
@@ -79,18 +76,17 @@ mod tests {
 
     #[test]
     fn one_answer_at_a_time() {
-        let now = Instant::now();
-        let mut h = HttpLink::new(now);
-        assert!(h.reading());
+        let mut h = HttpLink::new();
+        assert!(h.reading() && h.timed());
         h.took_request(true);
-        assert!(!h.reading() && h.deadline().is_none(), "waiting for shards");
-        h.answered(now, true);
+        assert!(!h.reading() && !h.timed(), "waiting for shards");
+        h.answered(true);
         assert!(!h.reading(), "nothing is read while the answer is unwritten");
-        assert_eq!(h.deadline(), Some(now + HTTP_TIMEOUT));
-        h.written(now + Duration::from_secs(1));
+        assert!(h.timed(), "the answer must be read in time");
+        h.written();
         assert!(h.reading() && h.keep_alive);
         h.took_request(true);
-        h.answered(now, false);
+        h.answered(false);
         assert!(!h.keep_alive, "an answer that closes wins");
     }
 }

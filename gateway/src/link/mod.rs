@@ -7,9 +7,7 @@
 mod http;
 mod ws;
 
-use std::time::Instant;
-
-pub(crate) use http::{HttpLink, HttpState};
+pub(crate) use http::{HTTP_TIMEOUT, HttpLink, HttpState};
 pub(crate) use ws::{FrameAction, WsFraming};
 
 use crate::peer::Peer;
@@ -23,8 +21,8 @@ pub(crate) enum Link {
     /// An upgraded WebSocket with its Herald session.
     Ws(Box<WsLink>),
     /// Output shut down after a last answer; waiting for the peer to close,
-    /// until `deadline`.
-    Closing { deadline: Instant },
+    /// until the connection's deadline.
+    Closing,
 }
 
 /// A WebSocket: the framing state and the peer it carries.
@@ -39,7 +37,7 @@ impl Link {
     pub(crate) fn peer_mut(&mut self) -> Option<&mut Peer> {
         match self {
             Link::Ws(w) => Some(&mut w.peer),
-            Link::Http(_) | Link::Closing { .. } => None,
+            Link::Http(_) | Link::Closing => None,
         }
     }
 

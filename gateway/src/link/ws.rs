@@ -1,9 +1,8 @@
 //! A WebSocket's message layer above the frame codec (`crate::ws`):
 //! reassembly of fragmented messages, the one pending pong, and the close
 //! handshake, checked as RFC 6455 asks (and tungstenite does). It decides;
-//! the shard acts.
-
-use std::time::Instant;
+//! the shard acts. Small on purpose (32 bytes): every idle WebSocket holds
+//! one, so what only some connections need is boxed.
 
 use bytes::Bytes;
 
@@ -25,18 +24,18 @@ pub(crate) enum FrameAction {
 #[derive(Debug, Default)]
 pub(crate) struct WsFraming {
     /// The fragments of the binary message being received.
-    fragments: Vec<u8>,
-    /// A fragmented message is open.
-    fragmenting: bool,
+    fragments: Option<Box<Vec<u8>>>,
     /// The payload of the latest ping not answered yet: RFC 6455 §5.5.3 lets
     /// an endpoint answer only the most recent one, so pinging without
     /// reading holds one pong at most.
     pong: Option<Box<[u8]>>,
+    /// A fragmented message is open.
+    fragmenting: bool,
     /// Our close frame has been queued.
     pub(crate) close_sent: bool,
-    /// Closed while its socket was full: dropped at this time unless the
-    /// peer reads by then.
-    pub(crate) stuck_until: Option<Instant>,
+    /// Closed while its socket was full: dropped at the connection's
+    /// deadline unless the peer reads by then.
+    pub(crate) stuck: bool,
 }
 
 impl WsFraming {
@@ -53,7 +52,7 @@ impl WsFraming {
                     FrameAction::Message(Bytes::copy_from_slice(payload))
                 } else {
                     self.fragmenting = true;
-                    self.fragments.extend_from_slice(payload);
+                    self.fragments.get_or_insert_default().extend_from_slice(payload);
                     FrameAction::None
                 }
             }
@@ -66,18 +65,20 @@ impl WsFraming {
                 reason: "a continuation frame with no message to continue",
             },
             opcode::CONTINUATION => {
-                if self.fragments.len() + payload.len() > max {
+                let fragments = self.fragments.get_or_insert_default();
+                if fragments.len() + payload.len() > max {
                     return FrameAction::Fail {
                         code: close::TOO_BIG,
                         reason: "fragmented message exceeds the frame limit",
                     };
                 }
-                self.fragments.extend_from_slice(payload);
+                fragments.extend_from_slice(payload);
                 if !fin {
                     return FrameAction::None;
                 }
                 self.fragmenting = false;
-                FrameAction::Message(Bytes::from(std::mem::take(&mut self.fragments)))
+                let whole = self.fragments.take().map_or_else(Vec::new, |b| *b);
+                FrameAction::Message(Bytes::from(whole))
             }
             opcode::PING => {
                 self.pong = Some(payload.into());
@@ -100,8 +101,8 @@ impl WsFraming {
 
     /// Gives back a reassembly buffer that is not in use.
     pub(crate) fn release_idle_memory(&mut self) {
-        if !self.fragmenting && self.fragments.capacity() > 0 {
-            self.fragments = Vec::new();
+        if !self.fragmenting {
+            self.fragments = None;
         }
     }
 }

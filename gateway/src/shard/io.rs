@@ -16,7 +16,7 @@ use crate::api::{ApiEnv, Routed};
 use crate::conns::{ConnKey, Listener};
 use crate::handshake::{self, Handshake};
 use crate::http::{self, Response};
-use crate::link::{FrameAction, HttpState, Link, WsFraming, WsLink};
+use crate::link::{FrameAction, HTTP_TIMEOUT, HttpState, Link, WsFraming, WsLink};
 use crate::peer::Peer;
 use crate::stats::{DropReason, ShardStats};
 use crate::ws;
@@ -193,7 +193,7 @@ impl Shard {
                 return data.len();
             };
             match &c.link {
-                Link::Closing { .. } => return data.len(),
+                Link::Closing => return data.len(),
                 Link::Http(h) if !h.reading() => return used,
                 Link::Http(_) => match self.http_request(slot, &data[used..]) {
                     Some(0) => return used,
@@ -287,7 +287,8 @@ impl Shard {
         let Some(c) = self.conns.get_mut(slot) else { return };
         match &mut c.link {
             Link::Http(h) => {
-                h.answered(Instant::now(), keep_alive);
+                h.answered(keep_alive);
+                c.deadline = Instant::now() + HTTP_TIMEOUT;
                 resp.encode_into(h.keep_alive, &mut c.outbuf);
             }
             _ => return,
@@ -455,7 +456,7 @@ impl Shard {
             if let Link::Ws(w) = &c.link
                 && w.peer.session.close_reason().is_some()
                 && !w.framing.close_sent
-                && w.framing.stuck_until.is_none()
+                && !w.framing.stuck
             {
                 self.become_stuck(slot);
             }
@@ -493,7 +494,7 @@ impl Shard {
                 {
                     w.framing.close_sent = true;
                     let frame = ws::close_frame(crate::close_code(code), reason);
-                    if w.framing.stuck_until.is_none() {
+                    if !w.framing.stuck {
                         count_close(&self.stats, code);
                     }
                     c.outbuf.extend_from_slice(&frame);
@@ -504,7 +505,8 @@ impl Shard {
                 if h.state == HttpState::Writing && c.outbuf.is_empty() {
                     // The answer is out: close, or read the next request.
                     if h.keep_alive {
-                        h.written(Instant::now());
+                        h.written();
+                        c.deadline = Instant::now() + HTTP_TIMEOUT;
                         self.reparse(slot);
                         self.requeue_read(slot);
                         self.arm_timer(slot);
@@ -513,7 +515,7 @@ impl Shard {
                     }
                 }
             }
-            Link::Closing { .. } => {
+            Link::Closing => {
                 if c.outbuf.is_empty() {
                     let _ = c.sock.shutdown(Shutdown::Write);
                 }
@@ -527,7 +529,8 @@ impl Shard {
     fn become_stuck(&mut self, slot: usize) {
         let Some(c) = self.conns.get_mut(slot) else { return };
         let Link::Ws(w) = &mut c.link else { return };
-        w.framing.stuck_until = Some(Instant::now() + STUCK_GRACE);
+        w.framing.stuck = true;
+        c.deadline = Instant::now() + STUCK_GRACE;
         if let Some((code, _)) = w.peer.session.close_reason() {
             count_close(&self.stats, code);
         }
@@ -544,9 +547,8 @@ impl Shard {
             self.ws_closed();
         }
         let Some(c) = self.conns.get_mut(slot) else { return };
-        c.link = Link::Closing {
-            deadline: Instant::now() + CLOSE_LINGER,
-        };
+        c.link = Link::Closing;
+        c.deadline = Instant::now() + CLOSE_LINGER;
         if c.outbuf.is_empty() {
             let _ = c.sock.shutdown(Shutdown::Write);
         }
@@ -576,20 +578,23 @@ impl Shard {
     pub(super) fn on_deadline(&mut self, slot: usize, now: Instant) {
         let unix = self.unix_secs;
         let Some(c) = self.conns.get_mut(slot) else { return };
+        let expired = c.deadline <= now;
         match &mut c.link {
             Link::Http(h) => {
-                if h.deadline().is_some_and(|d| d <= now) {
+                if h.timed() && expired {
                     self.remove(slot);
                 }
             }
-            Link::Closing { deadline } => {
-                if *deadline <= now {
+            Link::Closing => {
+                if expired {
                     self.remove(slot);
                 }
             }
             Link::Ws(w) => {
-                if w.framing.stuck_until.is_some_and(|t| t <= now) {
-                    self.remove(slot);
+                if w.framing.stuck {
+                    if expired {
+                        self.remove(slot);
+                    }
                     return;
                 }
                 let peer = &mut w.peer;

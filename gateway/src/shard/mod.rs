@@ -405,6 +405,10 @@ impl Shard {
             }
             false
         });
+        if active.capacity() > 64 && active.len() < active.capacity() / 4 {
+            // A burst of connections made it long; do not keep that.
+            active.shrink_to(active.len() * 2);
+        }
         self.active = active;
     }
 
@@ -414,15 +418,15 @@ impl Shard {
         let now = Instant::now();
         let unix = self.unix_secs;
         let Some(c) = self.conns.get_mut(slot) else { return };
-        let Some(deadline) = c.deadline(crate::auth::LEEWAY_SECS, unix, now) else {
+        let Some(deadline) = c.next_deadline(crate::auth::LEEWAY_SECS, unix, now) else {
             return;
         };
         let tick = self.timers.tick_for(deadline);
-        if c.timer.is_some_and(|t| t <= tick) {
+        if c.timer != 0 && c.timer <= tick {
             return;
         }
         let key = c.key(slot);
-        c.timer = Some(self.timers.insert(key, deadline));
+        c.timer = self.timers.insert(key, deadline);
     }
 
     /// Fires every connection deadline that is due.
@@ -432,11 +436,11 @@ impl Shard {
         for &(key, tick) in &expired {
             let Some(slot) = self.conns.slot_of(key) else { continue };
             let Some(c) = self.conns.get_mut(slot) else { continue };
-            if c.timer != Some(tick) {
+            if c.timer != tick {
                 // Superseded by an earlier entry.
                 continue;
             }
-            c.timer = None;
+            c.timer = 0;
             self.on_deadline(slot, now);
             self.arm_timer(slot);
         }
