@@ -23,7 +23,10 @@ pub(crate) enum FrameAction {
 
 #[derive(Debug, Default)]
 pub(crate) struct WsFraming {
-    /// The fragments of the binary message being received.
+    /// The fragments of the binary message being received. Boxed on
+    /// purpose: 8 bytes on every idle connection instead of a 24-byte `Vec`,
+    /// for what few connections ever use.
+    #[allow(clippy::box_collection)]
     fragments: Option<Box<Vec<u8>>>,
     /// The payload of the latest ping not answered yet: RFC 6455 §5.5.3 lets
     /// an endpoint answer only the most recent one, so pinging without
