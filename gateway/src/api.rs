@@ -288,6 +288,7 @@ impl Api {
     pub(crate) fn answer(room: &str, answer: Answer) -> Response {
         match answer {
             Answer::NoRoom => Response::error(404, "not_found", "no such room"),
+            Answer::Unavailable => Response::error(503, "unavailable", "the room's log is behind; retry shortly"),
             Answer::Presence(p) => Response::json(
                 200,
                 &json!({

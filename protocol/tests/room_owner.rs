@@ -20,6 +20,7 @@ fn config() -> OwnerConfig {
         shards: 4,
         max_rooms: 3,
         dedup_per_room: 100,
+        max_pending_per_room: 16,
         replay_budget: 64 * 1024,
         default_namespace: NamespaceConfig {
             history: 5,
@@ -622,4 +623,52 @@ fn a_member_that_leaves_before_its_turn_gets_no_answer() {
     h.leave(member(0, 5));
     h.complete_all();
     assert_eq!(summary(&h.take_quiet()), ["ack 1 at 1"], "no join answer");
+}
+
+#[test]
+fn a_room_whose_store_is_behind_refuses_more_work_instead_of_growing() {
+    let mut config = config();
+    config.max_pending_per_room = 4;
+    let mut h = harness();
+    h.owner = RoomOwner::new(config);
+    // The store answers nothing: four appends wait, the fifth is refused.
+    for i in 0..4 {
+        h.publish(i, "waiting", None);
+    }
+    assert!(h.take().is_empty());
+    h.publish(9, "one too many", None);
+    h.join(10, member(0, 1), "ann");
+    h.handle(Input::Query {
+        origin: 11,
+        room: Arc::from(ROOM),
+        query: Query::History {
+            before: 0,
+            after: 0,
+            limit: 10,
+        },
+    });
+    let outs = h.take_quiet();
+    assert_eq!(
+        summary(&outs),
+        [
+            "publish 9 refused Unavailable",
+            "join 10 refused Unavailable",
+            "answer 11"
+        ]
+    );
+    assert!(matches!(
+        outs.last(),
+        Some(Output::Answer {
+            answer: Answer::Unavailable,
+            ..
+        })
+    ));
+    assert_eq!(h.log.len(), 4, "nothing more was sent to the store");
+    assert_eq!(h.owner.pending(), 4);
+    // Once it catches up, the room takes work again.
+    h.complete_all();
+    h.take();
+    h.publish(12, "again", None);
+    h.complete_all();
+    assert_eq!(summary(&h.take()), ["ack 12 at 5"]);
 }

@@ -63,6 +63,9 @@ const INBOX_BATCH: usize = 4096;
 /// How often connections that were busy are checked for quiet, to give
 /// back what a burst made their queues grow to.
 const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Operations a room may have waiting for its log store (the in-memory
+/// store answers at once, so only a durable one can fill this).
+const MAX_PENDING_PER_ROOM: usize = 10_000;
 /// How soon accepting is retried after it failed (EMFILE and friends).
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -147,6 +150,7 @@ impl Shard {
             shards: shards as u32,
             max_rooms: config.max_rooms.div_ceil(shards),
             dedup_per_room: config.dedup_per_room,
+            max_pending_per_room: MAX_PENDING_PER_ROOM,
             // Half the outbound limit, so a replay never closes its own
             // connection as a slow consumer.
             replay_budget: config.session.limits.max_outbound_bytes / 2,

@@ -463,6 +463,12 @@ impl Shard {
                 self.mark_write(slot);
                 return;
             }
+            Answer::Unavailable => {
+                let message = "the room's log is behind; retry shortly";
+                peer.session.reply_error(request_id, ErrorCode::Unavailable, message);
+                self.mark_write(slot);
+                return;
+            }
             Answer::History {
                 epoch,
                 messages,

@@ -87,6 +87,12 @@ pub struct OwnerConfig {
     pub max_rooms: usize,
     /// Idempotency keys remembered per room.
     pub dedup_per_room: usize,
+    /// Operations one room may have waiting for its log store (appends,
+    /// and the joins, pages and repeats queued behind them). Beyond it
+    /// publishes, joins and history reads of that room are refused with
+    /// `Unavailable`, so a store that falls behind pushes back on the
+    /// clients instead of growing the owner's memory.
+    pub max_pending_per_room: usize,
     /// Bytes of history one answer may carry (replays and pages are cut to
     /// it, newest kept, so a replay never trips its own connection's
     /// outbound limit).

@@ -105,6 +105,8 @@ pub enum Answer {
     Presence(PresenceSnapshot),
     /// The owner holds no such room.
     NoRoom,
+    /// The room's log store is behind (too many operations waiting): retry.
+    Unavailable,
 }
 
 /// One room, as listed by [`Input::ListRooms`].

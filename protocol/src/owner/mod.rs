@@ -42,6 +42,9 @@ use room::Room;
 /// Presence snapshots list at most this many users (with the full count).
 pub const PRESENCE_LIST_MAX: usize = 100;
 
+/// Why a room refuses work while its log store is behind.
+const BEHIND: &str = "the room's log is behind; retry shortly";
+
 /// A connection as the owner knows it: the shard it lives on and an id that
 /// is unique there for the connection's whole life (a reused slot gets a new
 /// id), so nothing of one connection can reach the next one in its place.
@@ -289,6 +292,7 @@ impl<O: Clone> RoomOwner<O> {
     ) {
         let ns = self.config.namespace(&name);
         let (max_subscribers, tracks_presence, history_cap) = (ns.max_subscribers, ns.presence, ns.history);
+        let max_pending = self.config.max_pending_per_room;
         let presence = presence && tracks_presence;
         let refuse = |code, message| Output::JoinResult {
             origin: origin.clone(),
@@ -303,6 +307,11 @@ impl<O: Clone> RoomOwner<O> {
         };
         if !room.is_member(member) && room.subscribers() >= max_subscribers {
             let out = refuse(ErrorCode::RoomFull, "room is full");
+            self.outputs.push_back(out);
+            return;
+        }
+        if room.ops.len() >= max_pending {
+            let out = refuse(ErrorCode::Unavailable, BEHIND);
             self.outputs.push_back(out);
             return;
         }
@@ -357,6 +366,7 @@ impl<O: Clone> RoomOwner<O> {
     }
 
     fn publish(&mut self, now_ms: u64, origin: O, name: Arc<str>, p: Publish) {
+        let max_pending = self.config.max_pending_per_room;
         let ns = self.config.namespace(&name);
         let refusal = if !ns.client_publish && !p.from_server {
             Some(Refusal::new(
@@ -388,6 +398,14 @@ impl<O: Clone> RoomOwner<O> {
             return;
         };
         let epoch = room.epoch;
+        if !p.volatile && room.ops.len() >= max_pending {
+            self.outputs.push_back(Output::PublishResult {
+                origin,
+                result: Err(Refusal::new(ErrorCode::Unavailable, BEHIND)),
+                duplicate: false,
+            });
+            return;
+        }
         if p.volatile {
             let frame = with_encoder(|e| {
                 e.message(&MessageRef {
@@ -498,6 +516,14 @@ impl<O: Clone> RoomOwner<O> {
                 });
             }
             Query::History { before, after, limit } => {
+                if room.ops.len() >= self.config.max_pending_per_room {
+                    self.outputs.push_back(Output::Answer {
+                        origin,
+                        room: name,
+                        answer: Answer::Unavailable,
+                    });
+                    return;
+                }
                 room.prune(now_ms);
                 let range = ReadRange {
                     after,

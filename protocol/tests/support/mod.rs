@@ -378,6 +378,7 @@ pub(crate) fn owner_config(epoch: u64) -> OwnerConfig {
         shards: 1,
         max_rooms: 10_000,
         dedup_per_room: 10_000,
+        max_pending_per_room: 10_000,
         replay_budget: 512 * 1024,
         default_namespace: NamespaceConfig::general(),
         namespaces: Vec::new(),
