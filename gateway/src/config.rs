@@ -87,11 +87,7 @@ pub struct NodeConfig {
 impl NodeConfig {
     /// The options of `room`'s namespace.
     pub fn namespace(&self, room: &str) -> &NamespaceConfig {
-        let ns = room.split_once(':').map_or("", |(ns, _)| ns);
-        self.namespaces
-            .iter()
-            .find(|(name, _)| name == ns)
-            .map_or(&self.default_namespace, |(_, c)| c)
+        herald_protocol::owner::namespace_of(room, &self.namespaces, &self.default_namespace)
     }
 
     /// Largest history of any namespace (bounds history queries).

@@ -166,12 +166,7 @@ impl Drop for Reap {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_drains_on_sigterm_and_exits_zero() {
-    // A free port: bind, read, release.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let data_dir = std::env::temp_dir().join(format!("herald-shutdown-test-{}-{port}", std::process::id()));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));

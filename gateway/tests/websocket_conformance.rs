@@ -11,18 +11,16 @@
 
 mod support;
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use herald_gateway::{NodeConfig, NodeHandle};
 use herald_protocol::wire::Body;
 use herald_protocol::{DecodeLimits, decode};
+use support::raw::{BOUND, End, HttpResponse, Peer, one_shard, request};
 
-/// Bound on any single wait for the node (answers on loopback take
-/// milliseconds; this leaves room for a loaded machine).
-const BOUND: Duration = Duration::from_secs(5);
 /// The masking key of every client frame (RFC 6455 §5.7's example key).
 const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 /// The RFC's example key and its accept value (§1.3, §4.2.2).
@@ -39,15 +37,6 @@ const PING: u8 = 0x9;
 const PONG: u8 = 0xA;
 
 // ---- the node ---------------------------------------------------------------
-
-/// A one-shard node that lets go quickly once the test's sockets are gone.
-fn one_shard() -> NodeHandle {
-    support::node_with(NodeConfig {
-        shards: 1,
-        shutdown_grace: Duration::from_millis(200),
-        ..NodeConfig::default()
-    })
-}
 
 /// The node's largest accepted frame payload (default 64 KiB).
 fn max_frame() -> usize {
@@ -226,32 +215,6 @@ fn show_all(frames: &[Received]) -> String {
     format!("[{}]", shown.join(", "))
 }
 
-/// Why reading stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum End {
-    Timeout,
-    Eof,
-    Reset(String),
-    Malformed(String),
-}
-
-impl std::fmt::Display for End {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            End::Timeout => write!(f, "nothing within {BOUND:?}"),
-            End::Eof => write!(f, "the server closed the connection (EOF)"),
-            End::Reset(e) => write!(f, "the connection failed: {e}"),
-            End::Malformed(e) => write!(f, "malformed data from the server: {e}"),
-        }
-    }
-}
-
-impl End {
-    fn closed(&self) -> bool {
-        matches!(self, End::Eof | End::Reset(_))
-    }
-}
-
 /// Parses one server frame at the start of `buf`; Ok(None) = need more.
 fn parse_server_frame(buf: &[u8]) -> Result<Option<(Received, usize)>, End> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
@@ -296,150 +259,15 @@ fn parse_server_frame(buf: &[u8]) -> Result<Option<(Received, usize)>, End> {
     Ok(Some((frame, at + len)))
 }
 
-// ---- HTTP ---------------------------------------------------------------------
+// ---- a raw connection: the WebSocket side ---------------------------------------
 
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    /// Names lower-cased, values trimmed.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Whether header `name` lists `token` (case-insensitive, comma-separated).
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, v)| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-
-    fn show(&self) -> String {
-        let headers: Vec<String> = self.headers.iter().map(|(n, v)| format!("{n}: {v}")).collect();
-        format!(
-            "{} [{}] {:?}",
-            self.status,
-            headers.join("; "),
-            String::from_utf8_lossy(&self.body)
-        )
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Parses a response head (and its `Content-Length` body) at the start of
-/// `buf`; Ok(None) = need more.
-fn parse_response(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>, End> {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        if buf.len() > 64 * 1024 {
-            return Err(End::Malformed("no end of response head in 64 KiB".into()));
-        }
-        return Ok(None);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.split(' ');
-    let status = match (parts.next(), parts.next().map(str::parse::<u16>)) {
-        (Some(v), Some(Ok(s))) if v.starts_with("HTTP/1.") => s,
-        _ => return Err(End::Malformed(format!("status line {status_line:?}"))),
-    };
-    let mut headers = Vec::new();
-    for line in lines {
-        let Some((n, v)) = line.split_once(':') else {
-            return Err(End::Malformed(format!("header line {line:?}")));
-        };
-        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
-    }
-    let len = match headers.iter().find(|(n, _)| n == "content-length") {
-        Some((_, v)) => v
-            .parse::<usize>()
-            .map_err(|_| End::Malformed(format!("Content-Length {v:?}")))?,
-        None => 0,
-    };
-    let body_at = end + 4;
-    let Some(body) = buf.get(body_at..body_at + len) else {
-        return Ok(None);
-    };
-    let resp = HttpResponse {
-        status,
-        headers,
-        body: body.to_vec(),
-    };
-    Ok(Some((resp, body_at + len)))
-}
-
-// ---- a raw connection ---------------------------------------------------------
-
-/// A loopback TCP connection to the node with its unread input.
-struct Peer {
-    sock: TcpStream,
-    buf: Vec<u8>,
-}
-
+/// What only these tests do on a [`Peer`]: read server frames, write slowly.
 impl Peer {
-    fn connect(addr: SocketAddr) -> Peer {
-        let sock = TcpStream::connect_timeout(&addr, BOUND).expect("TCP connect to the node");
-        sock.set_nodelay(true).expect("TCP_NODELAY");
-        sock.set_write_timeout(Some(BOUND)).expect("write timeout");
-        Peer { sock, buf: Vec::new() }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.sock
-            .write_all(bytes)
-            .unwrap_or_else(|e| panic!("writing {} bytes to the node failed: {e}", bytes.len()));
-    }
-
     /// Writes each byte on its own, with a short pause between.
     fn send_bytewise(&mut self, bytes: &[u8]) {
         for b in bytes {
-            self.send(std::slice::from_ref(b));
+            self.send(std::slice::from_ref(b)).unwrap();
             std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Reads more input; fails at the deadline, on EOF or on an error.
-    fn fill(&mut self, deadline: Instant) -> Result<(), End> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(End::Timeout);
-        }
-        self.sock
-            .set_read_timeout(Some(left))
-            .map_err(|e| End::Reset(e.to_string()))?;
-        let mut chunk = [0u8; 16 * 1024];
-        match self.sock.read(&mut chunk) {
-            Ok(0) => Err(End::Eof),
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                Ok(())
-            }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Err(End::Timeout),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(End::Reset(e.to_string())),
-        }
-    }
-
-    fn read_response(&mut self) -> Result<HttpResponse, End> {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some((resp, used)) = parse_response(&self.buf)? {
-                self.buf.drain(..used);
-                return Ok(resp);
-            }
-            self.fill(deadline)?;
         }
     }
 
@@ -450,23 +278,6 @@ impl Peer {
                 return Ok(frame);
             }
             self.fill(deadline)?;
-        }
-    }
-
-    /// Whether the server closes the connection within the bound, with
-    /// nothing more sent (`Err` describes what came instead).
-    fn closed_by_server(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if !self.buf.is_empty() {
-                let n = self.buf.len();
-                return Err(format!("{n} more bytes arrived instead of EOF"));
-            }
-            match self.fill(deadline) {
-                Ok(()) => {}
-                Err(e) if e.closed() => return Ok(()),
-                Err(e) => return Err(format!("the connection stayed open ({e})")),
-            }
         }
     }
 }
@@ -481,17 +292,6 @@ fn upgrade_request(key: &str) -> String {
     )
 }
 
-/// An upgrade request built from header lines (each without CRLF).
-fn request(request_line: &str, headers: &[&str]) -> String {
-    let mut r = format!("{request_line}\r\n");
-    for h in headers {
-        r.push_str(h);
-        r.push_str("\r\n");
-    }
-    r.push_str("\r\n");
-    r
-}
-
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
@@ -499,7 +299,7 @@ fn b64(bytes: &[u8]) -> String {
 /// Sends `request` on a new connection and reads the response head.
 fn handshake(addr: SocketAddr, request: &str) -> (Peer, Result<HttpResponse, End>) {
     let mut p = Peer::connect(addr);
-    p.send(request.as_bytes());
+    p.send(request.as_bytes()).unwrap();
     let resp = p.read_response();
     (p, resp)
 }
@@ -649,7 +449,7 @@ fn check_close(p: &mut Peer, ok: impl Fn(u16) -> bool, want: &str) -> Result<End
 /// Sends `bytes` on a new upgraded connection and checks the close `code`.
 fn violation(node: &NodeHandle, bytes: &[u8], code: u16) -> Result<Ending, String> {
     let mut p = open(node);
-    p.send(bytes);
+    p.send(bytes).unwrap();
     check_close(&mut p, |c| c == code, &code.to_string())
 }
 
@@ -977,11 +777,11 @@ fn fragmented_message_larger_than_the_limit_closes_1009() {
     // The first half, then a ping: its pong shows the node has taken it in.
     let mut bytes = Frame::new(BINARY, &part).fin(false).encode();
     bytes.extend(frame(PING, b"taken"));
-    p.send(&bytes);
+    p.send(&bytes).unwrap();
     if let Err(e) = next_pong(&mut p) {
         panic!("ping after the first {}-byte fragment: {e}", part.len());
     }
-    p.send(&Frame::new(CONTINUATION, &part).encode());
+    p.send(&Frame::new(CONTINUATION, &part).encode()).unwrap();
     if let Err(e) = check_close(&mut p, |c| c == 1009, "1009") {
         panic!("two fragments of {} bytes (limit {}): {e}", part.len(), max_frame());
     }
@@ -1008,7 +808,7 @@ fn first_text_fragment_closes_1003_at_once() {
 fn herald_protocol_errors_close_with_4000_plus_code() {
     let node = one_shard();
     let mut p = open(&node);
-    p.send(&frame(BINARY, b"\x00\x01garbage-not-a-frame"));
+    p.send(&frame(BINARY, b"\x00\x01garbage-not-a-frame")).unwrap();
     if let Err(e) = check_close(&mut p, |c| (4000..=4999).contains(&c), "4000..=4999") {
         panic!("garbage binary frame: {e}");
     }
@@ -1022,7 +822,7 @@ fn ping_gets_a_pong_with_the_same_payload() {
     let mut p = open(&node);
     let long: Vec<u8> = (0..125u8).map(|i| b'a' + i % 26).collect();
     for payload in [&b""[..], b"hello", &long] {
-        p.send(&frame(PING, payload));
+        p.send(&frame(PING, payload)).unwrap();
         match next_pong(&mut p) {
             Ok(pong) => assert_eq!(pong.payload, payload, "pong payload for a {}-byte ping", payload.len()),
             Err(e) => panic!("{}-byte ping: {e}", payload.len()),
@@ -1041,7 +841,7 @@ fn ping_between_fragments_is_answered_and_the_message_completes() {
 
     let mut bytes = Frame::new(BINARY, a).fin(false).encode();
     bytes.extend(frame(PING, b"mid-1"));
-    p.send(&bytes);
+    p.send(&bytes).unwrap();
     match next_pong(&mut p) {
         Ok(pong) => assert_eq!(pong.payload, b"mid-1", "pong for the ping after fragment 1"),
         Err(e) => panic!("ping after the first fragment: {e}"),
@@ -1049,7 +849,7 @@ fn ping_between_fragments_is_answered_and_the_message_completes() {
     let mut bytes = Frame::new(CONTINUATION, b).fin(false).encode();
     bytes.extend(frame(PING, b"mid-2"));
     bytes.extend(Frame::new(CONTINUATION, c).encode());
-    p.send(&bytes);
+    p.send(&bytes).unwrap();
     match next_pong(&mut p) {
         Ok(pong) => assert_eq!(pong.payload, b"mid-2", "pong for the ping after fragment 2"),
         Err(e) => panic!("ping after the second fragment: {e}"),
@@ -1061,8 +861,8 @@ fn ping_between_fragments_is_answered_and_the_message_completes() {
 fn unsolicited_pong_is_ignored() {
     let node = one_shard();
     let mut p = open(&node);
-    p.send(&frame(PONG, b"unasked"));
-    p.send(&frame(PING, b"after"));
+    p.send(&frame(PONG, b"unasked")).unwrap();
+    p.send(&frame(PING, b"after")).unwrap();
     match next_pong(&mut p) {
         Ok(pong) => assert_eq!(
             pong.payload, b"after",
@@ -1098,7 +898,7 @@ fn only_the_latest_of_many_pings_is_answered() {
     let mut p = open(&node);
     let sent = 200;
     let bytes: Vec<u8> = (0..sent).flat_map(|i| frame(PING, i.to_string().as_bytes())).collect();
-    p.send(&bytes);
+    p.send(&bytes).unwrap();
     let last = (sent - 1).to_string();
     let pongs =
         pongs_until(&mut p, last.as_bytes()).unwrap_or_else(|e| panic!("no pong for the last of {sent} pings: {e}"));
@@ -1123,7 +923,7 @@ fn only_the_latest_of_many_pings_is_answered() {
 /// Sends a close with `payload` and reads the server's side of the ending.
 fn client_close(node: &NodeHandle, payload: &[u8]) -> Ending {
     let mut p = open(node);
-    p.send(&frame(CLOSE, payload));
+    p.send(&frame(CLOSE, payload)).unwrap();
     until_close(&mut p, false)
 }
 
@@ -1232,7 +1032,7 @@ fn many_frames_in_one_write_are_all_processed() {
     for i in 0..pings {
         bytes.extend(frame(PING, format!("p{i}").as_bytes()));
     }
-    p.send(&bytes);
+    p.send(&bytes).unwrap();
     let last = format!("p{}", pings - 1);
     let deadline = Instant::now() + BOUND;
     let (mut connected, mut pongs, mut got_last) = (false, 0, false);
@@ -1261,7 +1061,7 @@ fn many_frames_in_one_write_are_all_processed() {
 fn frame_of_exactly_the_maximum_size_is_not_refused_for_its_size() {
     let node = one_shard();
     let mut p = open(&node);
-    p.send(&Frame::new(BINARY, &vec![0u8; max_frame()]).encode());
+    p.send(&Frame::new(BINARY, &vec![0u8; max_frame()]).encode()).unwrap();
     let e = until_close(&mut p, true);
     assert_ne!(
         e.code(),

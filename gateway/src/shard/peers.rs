@@ -384,49 +384,38 @@ impl Shard {
     fn deliver(&mut self, room: &str, frame: &Bytes, audience: Audience, published: Option<Instant>) {
         let me = self.id as u32;
         let mut delivered = 0u64;
+        let (conns, to_write, stats) = (&mut self.conns, &mut self.to_write, &*self.stats);
+        let mut send =
+            |key: ConnKey, volatile: bool| u64::from(queue_frame(conns, to_write, stats, key, frame, volatile));
         if let (Some(user), Audience::Members { volatile }) = (room.strip_prefix("user:"), audience)
             && is_user_room(room)
         {
-            delivered += self.deliver_to_user(user, frame, volatile);
-            // Others who joined user:U explicitly (admins) get it too.
+            // Every open connection of U, and others who joined user:U
+            // explicitly (admins).
             let own = self.subs.user_conns(user);
+            delivered += own.iter().map(|&key| send(key, volatile)).sum::<u64>();
             if let Some(members) = self.subs.members(room) {
                 for (&slot, m) in members {
                     let key = m.key(slot);
                     if !own.contains(&key) {
-                        delivered += u64::from(queue_frame(
-                            &mut self.conns,
-                            &mut self.to_write,
-                            &self.stats,
-                            key,
-                            frame,
-                            volatile,
-                        ));
+                        delivered += send(key, volatile);
                     }
                 }
             }
         } else if let Some(members) = self.subs.members(room) {
             let volatile = !matches!(audience, Audience::Members { volatile: false });
+            let is = |slot: u32, m: &crate::subscriptions::LocalMember| Member {
+                shard: me,
+                conn: m.key(slot).id(),
+            };
             for (&slot, m) in members {
-                let key = m.key(slot);
-                let member = Member {
-                    shard: me,
-                    conn: key.id(),
-                };
                 let include = match audience {
                     Audience::Members { .. } => true,
-                    Audience::Presence { except } => m.presence && except != Some(member),
-                    Audience::Typing { except } => except != member,
+                    Audience::Presence { except } => m.presence && except != Some(is(slot, m)),
+                    Audience::Typing { except } => except != is(slot, m),
                 };
                 if include {
-                    delivered += u64::from(queue_frame(
-                        &mut self.conns,
-                        &mut self.to_write,
-                        &self.stats,
-                        key,
-                        frame,
-                        volatile,
-                    ));
+                    delivered += send(m.key(slot), volatile);
                 }
             }
         }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +27,15 @@ pub fn node_with(mut config: NodeConfig) -> NodeHandle {
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     }
     NodeHandle::spawn(config).expect("node starts")
+}
+
+/// A free loopback port: bind 127.0.0.1:0, read the port, release it.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn options(user: &str) -> ClientOptions {
@@ -494,12 +505,7 @@ impl NodeProcess {
     /// Starts `herald serve` with `args` (after `--listen` and `--shards`)
     /// and waits for `/health`.
     pub async fn start(shards: usize, args: &[&str]) -> NodeProcess {
-        // A free port: bind, read, release.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let data_dir = std::env::temp_dir().join(format!("herald-test-{}-{port}", std::process::id()));
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));

@@ -106,10 +106,17 @@ pub struct OwnerConfig {
 impl OwnerConfig {
     /// The options of `room`'s namespace.
     pub fn namespace(&self, room: &str) -> &NamespaceConfig {
-        let ns = room.split_once(':').map_or("", |(ns, _)| ns);
-        self.namespaces
-            .iter()
-            .find(|(name, _)| name == ns)
-            .map_or(&self.default_namespace, |(_, c)| c)
+        namespace_of(room, &self.namespaces, &self.default_namespace)
     }
+}
+
+/// The options of `room`'s namespace (the part of its name before the
+/// first `:`) among `named`, else `default`.
+pub fn namespace_of<'a>(
+    room: &str,
+    named: &'a [(String, NamespaceConfig)],
+    default: &'a NamespaceConfig,
+) -> &'a NamespaceConfig {
+    let ns = room.split_once(':').map_or("", |(ns, _)| ns);
+    named.iter().find(|(name, _)| name == ns).map_or(default, |(_, c)| c)
 }

@@ -33,7 +33,7 @@ use crate::codec::with_encoder;
 use crate::wire::{self, BodyT, ErrorCode};
 use crate::{MessageRef, Position};
 
-pub use config::{NamespaceConfig, OwnerConfig};
+pub use config::{NamespaceConfig, OwnerConfig, namespace_of};
 pub use io::{Answer, Audience, Input, Joined, Output, PresenceSnapshot, Query, Refusal, RoomInfo};
 pub use log::{LogDone, LogError, LogRequest, ReadPage, ReadRange, Stored, Ticket};
 use replay::{history_needs_store, join_read_range, resolve_history, resolve_join};
@@ -278,6 +278,20 @@ impl<O: Clone> RoomOwner<O> {
         t
     }
 
+    /// Asks the log store for `range` of `name`; the operation waits for
+    /// the answer.
+    fn ask_store(&mut self, name: &Arc<str>, range: ReadRange) -> Read {
+        let ticket = self.ticket();
+        let epoch = room_epoch(&self.rooms, name);
+        self.outputs.push_back(Output::Log(LogRequest::Read {
+            ticket,
+            room: name.clone(),
+            epoch,
+            range,
+        }));
+        Read::Waiting(ticket)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn join(
         &mut self,
@@ -321,18 +335,10 @@ impl<O: Clone> RoomOwner<O> {
         // answer is likely there when the join's turn comes.
         let read_range = join_read_range(room, history, recover, history_cap);
         let waiting = !room.ops.is_empty();
-        let mut read = Read::None;
-        if let Some(range) = read_range {
-            let ticket = self.ticket();
-            let epoch = room_epoch(&self.rooms, &name);
-            self.outputs.push_back(Output::Log(LogRequest::Read {
-                ticket,
-                room: name.clone(),
-                epoch,
-                range,
-            }));
-            read = Read::Waiting(ticket);
-        }
+        let read = match read_range {
+            Some(range) => self.ask_store(&name, range),
+            None => Read::None,
+        };
         if change.user_arrived && tracks_presence {
             let frame = presence_frame(&name, user, true);
             self.deliver(&name, frame, Audience::Presence { except: Some(member) }, None);
@@ -532,17 +538,11 @@ impl<O: Clone> RoomOwner<O> {
                     newest: after == 0,
                 };
                 let waiting = !room.ops.is_empty();
-                let mut read = Read::None;
-                if history_needs_store(room, range) {
-                    let (ticket, epoch) = (self.ticket(), room_epoch(&self.rooms, &name));
-                    self.outputs.push_back(Output::Log(LogRequest::Read {
-                        ticket,
-                        room: name.clone(),
-                        epoch,
-                        range,
-                    }));
-                    read = Read::Waiting(ticket);
-                }
+                let read = if history_needs_store(room, range) {
+                    self.ask_store(&name, range)
+                } else {
+                    Read::None
+                };
                 self.enqueue(now_ms, &name, Op::History { origin, range, read }, waiting);
             }
         }
@@ -672,20 +672,14 @@ impl<O: Clone> RoomOwner<O> {
                 let read = match read {
                     Read::None => match join_read_range(room, history, recover, history_cap) {
                         Some(range) => {
-                            let ticket = self.ticket();
-                            self.outputs.push_back(Output::Log(LogRequest::Read {
-                                ticket,
-                                room: name.clone(),
-                                epoch: room_epoch(&self.rooms, name),
-                                range,
-                            }));
+                            let read = self.ask_store(name, range);
                             return Some(Op::Join {
                                 origin,
                                 member,
                                 history,
                                 recover,
                                 presence,
-                                read: Read::Waiting(ticket),
+                                read,
                             });
                         }
                         None => None,
