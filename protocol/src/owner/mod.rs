@@ -278,6 +278,16 @@ impl<O: Clone> RoomOwner<O> {
         t
     }
 
+    /// Answers a publish that stored nothing new (a refusal, or a volatile
+    /// message).
+    fn published(&mut self, origin: O, result: Result<Position, Refusal>) {
+        self.outputs.push_back(Output::PublishResult {
+            origin,
+            result,
+            duplicate: false,
+        });
+    }
+
     /// Asks the log store for `range` of `name`; the operation waits for
     /// the answer.
     fn ask_store(&mut self, name: &Arc<str>, range: ReadRange) -> Read {
@@ -388,28 +398,17 @@ impl<O: Clone> RoomOwner<O> {
             None
         };
         if let Some(r) = refusal {
-            self.outputs.push_back(Output::PublishResult {
-                origin,
-                result: Err(r),
-                duplicate: false,
-            });
+            self.published(origin, Err(r));
             return;
         }
         let Some(room) = self.room_entry(&name) else {
-            self.outputs.push_back(Output::PublishResult {
-                origin,
-                result: Err(Refusal::new(ErrorCode::Unavailable, "node room limit reached")),
-                duplicate: false,
-            });
+            let r = Refusal::new(ErrorCode::Unavailable, "node room limit reached");
+            self.published(origin, Err(r));
             return;
         };
         let epoch = room.epoch;
         if !p.volatile && room.ops.len() >= max_pending {
-            self.outputs.push_back(Output::PublishResult {
-                origin,
-                result: Err(Refusal::new(ErrorCode::Unavailable, BEHIND)),
-                duplicate: false,
-            });
+            self.published(origin, Err(Refusal::new(ErrorCode::Unavailable, BEHIND)));
             return;
         }
         if p.volatile {
@@ -425,11 +424,7 @@ impl<O: Clone> RoomOwner<O> {
                     volatile: true,
                 })
             });
-            self.outputs.push_back(Output::PublishResult {
-                origin,
-                result: Ok(Position { epoch, offset: 0 }),
-                duplicate: false,
-            });
+            self.published(origin, Ok(Position { epoch, offset: 0 }));
             self.deliver(&name, frame, Audience::Members { volatile: true }, Some(p.received));
             return;
         }
