@@ -34,6 +34,8 @@ mod shard;
 mod stats;
 mod subscriptions;
 mod timers;
+#[cfg(test)]
+mod untrusted_props;
 mod writer;
 mod ws;
 
