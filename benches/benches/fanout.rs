@@ -2,10 +2,10 @@
 //! the queueing of one encoded frame to every member of a room.
 //!
 //! - `shard_handoff/B`: the gateway's real two-shard mesh
-//!   (`herald_gateway::bench_support::handoff_pair`: `Mesh` over a bounded
-//!   `sync_channel` of `ShardMsg`, 16 Ki messages as in the gateway, one
+//!   (`herald_gateway::bench_support::handoff_pair`: `Mesh` over bounded
+//!   `sync_channel`s, the reply lane of 16 Ki messages as in the gateway, one
 //!   `mio::Waker` per shard). The bench thread plays shard 0: per iteration
-//!   it `Mesh::send`s `B` `ShardMsg::Deliver`s (a clone of the room name and
+//!   it `Mesh::reply`s `B` deliveries, `Reply::Owner(Output::Deliver)` (a clone of the room name and
 //!   of a 64 B-payload frame each) and calls `Mesh::flush` once, i.e. one wake
 //!   per batch as at the end of a shard's loop iteration. A thread `shard-1`
 //!   blocks in `mio::Poll::poll`, then drains the inbox with `try_recv` and
@@ -15,14 +15,14 @@
 //! - `room_fanout/N`: one encoded `Message` frame (64 B payload, 216 B frame,
 //!   encoded once with `with_encoder`) queued with
 //!   `ServerSession::send(frame.clone(), false)` to `N` open sessions, then
-//!   every session drained with `poll_transmit` (as `conn::flush` will), per
+//!   every session drained with `poll_transmit` (as `writer::flush` will), per
 //!   delivery. Sessions sit in a `Vec`, not in the gateway's slab of
-//!   connections, and the member lookup of `dispatch::deliver` is not
+//!   connections, and the member lookup of the shard's `deliver` is not
 //!   included.
-//! - `flush_assembly/16`: what `conn::flush` does for one write of 16
+//! - `flush_assembly/16`: what `writer::flush` does for one write of 16
 //!   queued frames, without the socket: `poll_transmit` × 16, each frame
 //!   copied after its WebSocket header into the shard's write buffer
-//!   (`bench_support::assemble_write`, which calls `conn::take_batch`);
+//!   (`bench_support::assemble_write`, which calls `writer::take_batch`);
 //!   queueing the 16 frames is not timed. Per batch; criterion's
 //!   throughput gives frames per second.
 //!
@@ -46,7 +46,7 @@ use mimalloc::MiMalloc;
 #[global_allocator]
 static ALLOC: MiMalloc = MiMalloc;
 
-/// Capacity of a shard's inbound channel in the gateway (`SHARD_CHANNEL`).
+/// Capacity of a shard's inbound lane in the gateway (`NodeConfig::shard_channel_capacity`).
 const SHARD_CHANNEL: usize = 16 * 1024;
 /// Messages handed over per wake.
 const BATCHES: [usize; 3] = [1, 16, 256];
