@@ -186,6 +186,35 @@ fn resume_into_a_new_epoch_is_not_recovered() {
 }
 
 #[test]
+fn resume_into_a_new_epoch_replays_what_the_new_epoch_holds() {
+    let mut pair = pair_at_offset_2();
+    pair.drop_link();
+    pair.app.restart_owner(owner_config(2));
+    // Published after the restart, before the client is back: the client
+    // has seen nothing of epoch 2, so all of it is what it missed.
+    pair.publish_elsewhere(ROOM, b"n1");
+    pair.publish_elsewhere(ROOM, b"n2");
+    pair.connect();
+    let events = pair.client_events();
+    let replay = events.iter().find_map(|e| match e {
+        ClientEvent::Subscribed {
+            epoch: 2,
+            recovered,
+            history,
+            ..
+        } => Some((*recovered, payloads(history))),
+        _ => None,
+    });
+    // Not recovered: the old epoch's tail is unknown.
+    assert_eq!(
+        replay,
+        Some((false, vec!["n1".to_owned(), "n2".to_owned()])),
+        "{events:?}"
+    );
+    assert_eq!(pair.client.position(ROOM), Some(Position { epoch: 2, offset: 2 }));
+}
+
+#[test]
 fn unacknowledged_publish_is_resent_with_the_same_idempotency_key() {
     let mut pair = Pair::default();
     pair.connect();

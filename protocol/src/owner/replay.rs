@@ -100,6 +100,12 @@ pub(super) fn resolve_join<O>(
             replay = Some(merge(page.messages.clone(), window, range).0);
             recovered = true;
         }
+    } else if recover.is_some() && room.window_covers_after(0) {
+        // Another epoch (the node restarted, the room was recreated): the
+        // client has seen none of this one, so all of it is what it
+        // missed, when the window still holds all of it. The end of the
+        // old epoch is unknown, so the answer still says recovered = false.
+        replay = Some(room.window_after(0).to_vec());
     }
     let history = replay.unwrap_or_else(|| {
         let n = history as usize;
