@@ -459,8 +459,13 @@ fn refusal_response(r: Refusal) -> Response {
         ErrorCode::RoomFull => 409,
         _ => 400,
     };
-    let name = wire::ErrorCode::variant_name(r.code).unwrap_or("error");
-    Response::error(status, &to_snake(name), r.message)
+    Response::error(status, &code_name(r.code), r.message)
+}
+
+/// An error code as the JSON answers and SSE events name it
+/// (`room_full`).
+pub(crate) fn code_name(code: ErrorCode) -> String {
+    to_snake(wire::ErrorCode::variant_name(code).unwrap_or("error"))
 }
 
 fn to_snake(name: &str) -> String {

@@ -95,7 +95,10 @@ impl HandoffSender {
             shard: 1,
             room: self.room.clone(),
             frame: self.frame.clone(),
-            audience: Audience::Members { volatile: false },
+            audience: Audience::Members {
+                volatile: false,
+                conflate: false,
+            },
             published: Some(self.published),
         });
         self.mesh.reply(1, msg);

@@ -7,6 +7,8 @@ use std::time::Duration;
 use herald_protocol::ServerConfig;
 pub use herald_protocol::owner::NamespaceConfig;
 
+pub use crate::origins::AllowedOrigins;
+
 /// How clients authenticate at `Connect`.
 #[derive(Clone, Default)]
 pub enum AuthConfig {
@@ -41,6 +43,14 @@ pub struct NodeConfig {
     /// (`/api/...`) move here, off the public listener. Default: none, so a
     /// development node serves everything on `listen`.
     pub internal_listen: Option<SocketAddr>,
+    /// Browser origins allowed to open WebSockets and SSE streams and to call
+    /// the API (requests without `Origin` are not from pages and pass).
+    /// Default here: any (a development node); `herald serve` defaults to
+    /// same-origin only when a JWT key is configured.
+    pub allowed_origins: AllowedOrigins,
+    /// A directory served at `/app/` (development: the TypeScript client's
+    /// example page). Default: none.
+    pub static_dir: Option<std::path::PathBuf>,
     /// Shards (threads, each with its own listener). Default: the number of
     /// cores.
     pub shards: usize,
@@ -124,6 +134,8 @@ impl Default for NodeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             internal_listen: None,
+            allowed_origins: AllowedOrigins::Any,
+            static_dir: None,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             auth: AuthConfig::Development,
             api_key: random_key(),

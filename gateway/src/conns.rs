@@ -81,6 +81,14 @@ impl Conn {
             Link::Http(h) => h.timed().then_some(self.deadline),
             Link::Closing => Some(self.deadline),
             Link::Ws(w) if w.framing.stuck => Some(self.deadline),
+            Link::Sse(s) if s.stuck => Some(self.deadline),
+            Link::Sse(s) => {
+                let expiry = s.expires_at.map(|exp| {
+                    let left = exp.saturating_add(token_leeway_secs).saturating_sub(now_unix_secs);
+                    now + std::time::Duration::from_secs(left)
+                });
+                Some(expiry.map_or(s.next_heartbeat, |e| e.min(s.next_heartbeat)))
+            }
             Link::Ws(w) => {
                 let session = w.peer.session.poll_timeout();
                 // A token's expiry, on the monotonic clock.

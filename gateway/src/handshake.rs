@@ -9,6 +9,11 @@ use crate::http::{RequestHead, Response};
 /// The one path that upgrades.
 pub(crate) const WS_PATH: &str = "/ws";
 
+/// The WebSocket subprotocol a client may offer (`new WebSocket(url,
+/// "herald.v1")`); the server names it back when offered. Clients that offer
+/// none are served the same protocol, so offering it is optional.
+pub(crate) const PROTOCOL: &str = "herald.v1";
+
 /// What to do with a request for [`WS_PATH`], or with an upgrade request
 /// elsewhere.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,12 +83,19 @@ fn is_valid_key(key: &str) -> bool {
             .is_ok_and(|raw| raw.len() == 16)
 }
 
-/// Appends the `101 Switching Protocols` answer to a WebSocket upgrade.
-pub(crate) fn write_accept(out: &mut Vec<u8>, ws_key: &str) {
+/// Appends the `101 Switching Protocols` answer to a WebSocket upgrade,
+/// naming `protocol` when the client offered it (§4.2.2: a server must not
+/// name one the client did not offer, and other offers are declined by
+/// leaving the header out; extensions such as permessage-deflate likewise).
+pub(crate) fn write_accept(out: &mut Vec<u8>, ws_key: &str, protocol: Option<&str>) {
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
     out.extend_from_slice(b"Sec-WebSocket-Accept: ");
     out.extend_from_slice(accept.as_bytes());
+    if let Some(protocol) = protocol {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        out.extend_from_slice(protocol.as_bytes());
+    }
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -108,9 +120,26 @@ mod tests {
     fn the_rfc_example_is_accepted_and_answered() {
         assert_eq!(decide(GOOD), Ok("dGhlIHNhbXBsZSBub25jZQ==".to_owned()));
         let mut out = Vec::new();
-        write_accept(&mut out, "dGhlIHNhbXBsZSBub25jZQ==");
+        write_accept(&mut out, "dGhlIHNhbXBsZSBub25jZQ==", None);
         let resp = String::from_utf8(out).unwrap();
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(!resp.contains("Sec-WebSocket-Protocol"));
+    }
+
+    #[test]
+    fn the_subprotocol_is_named_only_when_offered() {
+        let offered = GOOD.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: chat, herald.v1\r\n\r\n");
+        let head = parse_head(offered.as_bytes()).unwrap().unwrap();
+        assert!(head.offers_protocol(PROTOCOL));
+        assert!(!head.offers_protocol("chat.v2"));
+        let other = GOOD.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: HERALD.V1\r\n\r\n");
+        let head = parse_head(other.as_bytes()).unwrap().unwrap();
+        // Echoed bytes must equal an offered value exactly.
+        assert!(!head.offers_protocol(PROTOCOL));
+        let mut out = Vec::new();
+        write_accept(&mut out, "dGhlIHNhbXBsZSBub25jZQ==", Some(PROTOCOL));
+        let resp = String::from_utf8(out).unwrap();
+        assert!(resp.ends_with("Sec-WebSocket-Protocol: herald.v1\r\n\r\n"), "{resp}");
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! (`Connection`, `Upgrade`) compared by token, case-insensitively, never by
 //! substring.
 
+use std::borrow::Cow;
+
 use thiserror::Error;
 
 /// Longest request head we buffer.
@@ -44,6 +46,18 @@ pub(crate) struct RequestHead<'a> {
     pub(crate) ws_version: Option<&'a str>,
     /// `Expect: 100-continue`: the client waits for a go-ahead before the body.
     pub(crate) expect_continue: bool,
+    /// `Host`, as sent.
+    pub(crate) host: Option<&'a str>,
+    /// `Origin` (browsers send it on cross-origin and WebSocket requests).
+    pub(crate) origin: Option<&'a str>,
+    /// `Cookie`, as sent.
+    pub(crate) cookie: Option<&'a str>,
+    /// `Last-Event-ID` of an EventSource reconnecting.
+    pub(crate) last_event_id: Option<&'a str>,
+    /// `Sec-WebSocket-Protocol`: the subprotocols a client offers.
+    pub(crate) ws_protocols: Option<&'a str>,
+    /// `Access-Control-Request-Method` of a CORS preflight.
+    pub(crate) cors_method: Option<&'a str>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -103,6 +117,12 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadErro
         ws_key: None,
         ws_version: None,
         expect_continue: false,
+        host: None,
+        origin: None,
+        cookie: None,
+        last_event_id: None,
+        ws_protocols: None,
+        cors_method: None,
     };
     let mut hosts = 0;
     let mut content_length: Option<usize> = None;
@@ -111,6 +131,17 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<RequestHead<'_>>, HeadErro
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
+            head.host = Some(value);
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(value);
+        } else if name.eq_ignore_ascii_case("cookie") {
+            head.cookie = Some(value);
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            head.last_event_id = Some(value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            head.ws_protocols = Some(value);
+        } else if name.eq_ignore_ascii_case("access-control-request-method") {
+            head.cors_method = Some(value);
         } else if name.eq_ignore_ascii_case("content-length") {
             // RFC 9112 §6.3: repeated values (as lines or as a list) must agree.
             for v in value.split(',') {
@@ -182,11 +213,31 @@ impl<'a> RequestHead<'a> {
     /// The value of query parameter `name`, if present (no percent-decoding:
     /// our parameters are numbers).
     pub(crate) fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query_params().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// Every `name=value` pair of the query string, raw (not decoded).
+    pub(crate) fn query_params(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.query
             .split('&')
+            .filter(|kv| !kv.is_empty())
             .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+    }
+
+    /// The value of cookie `name`, if the request carries it.
+    pub(crate) fn cookie(&self, name: &str) -> Option<&'a str> {
+        self.cookie?
+            .split(';')
+            .filter_map(|c| c.trim().split_once('='))
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.trim_matches('"'))
+    }
+
+    /// Whether the client offers WebSocket subprotocol `protocol`, spelled
+    /// exactly so (a browser fails the connection unless the answer equals
+    /// one of its offers).
+    pub(crate) fn offers_protocol(&self, protocol: &str) -> bool {
+        self.ws_protocols.is_some_and(|v| tokens(v).any(|p| p == protocol))
     }
 
     /// The rest of the path after `prefix`, percent-decoded (backends build
@@ -214,7 +265,7 @@ pub(crate) struct Response {
     pub(crate) status: u16,
     pub(crate) content_type: &'static str,
     /// Extra header lines, each `Name: value`.
-    pub(crate) headers: Vec<&'static str>,
+    pub(crate) headers: Vec<Cow<'static, str>>,
     pub(crate) body: Vec<u8>,
 }
 
@@ -248,22 +299,36 @@ impl Response {
     }
 
     /// The same response with one more header line (`Name: value`).
-    pub(crate) fn with_header(mut self, line: &'static str) -> Self {
-        self.headers.push(line);
+    pub(crate) fn with_header(mut self, line: impl Into<Cow<'static, str>>) -> Self {
+        self.headers.push(line.into());
         self
+    }
+
+    /// The same response with more header lines.
+    pub(crate) fn with_headers(mut self, lines: impl IntoIterator<Item = Cow<'static, str>>) -> Self {
+        self.headers.extend(lines);
+        self
+    }
+
+    /// A body-less answer (`204 No Content` to a CORS preflight).
+    pub(crate) fn empty(status: u16) -> Self {
+        Self::text(status, "text/plain", Vec::new())
     }
 
     /// The bytes on the wire, appended to `out`.
     pub(crate) fn encode_into(&self, keep_alive: bool, out: &mut Vec<u8>) {
         use std::io::Write as _;
-        let _ = write!(
-            out,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len(),
-        );
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        // RFC 9110 §8.6: no Content-Length (and no body) on a 204.
+        if self.status != 204 {
+            let _ = write!(
+                out,
+                "Content-Type: {}\r\nContent-Length: {}\r\n",
+                self.content_type,
+                self.body.len()
+            );
+        }
+        out.extend_from_slice(b"Cache-Control: no-store\r\n");
         for line in &self.headers {
             out.extend_from_slice(line.as_bytes());
             out.extend_from_slice(b"\r\n");
@@ -287,6 +352,8 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

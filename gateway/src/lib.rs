@@ -26,11 +26,14 @@ mod handshake;
 mod http;
 mod link;
 mod mesh;
+mod origins;
 mod peer;
 mod placement;
 mod rooms;
 pub mod settings;
 mod shard;
+mod sse;
+mod statics;
 mod stats;
 mod subscriptions;
 mod timers;
@@ -47,7 +50,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use herald_protocol::ErrorCode;
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use config::{AuthConfig, NamespaceConfig, NodeConfig};
+pub use config::{AllowedOrigins, AuthConfig, NamespaceConfig, NodeConfig};
 
 use crate::auth::Verifier;
 use crate::mesh::{Mesh, Reply, Senders};
@@ -165,7 +168,7 @@ impl NodeHandle {
             verifier,
             stats,
             accepting: AtomicBool::new(true),
-            ws_open: AtomicUsize::new(0),
+            sessions_open: AtomicUsize::new(0),
         });
         let mut threads = Vec::with_capacity(n);
         for (i, ((poll, public), inbox)) in polls.into_iter().zip(public).zip(inboxes).enumerate() {

@@ -62,6 +62,14 @@ struct ConfigArgs {
     /// here from --listen [default: none, everything on --listen].
     #[arg(long)]
     internal_listen: Option<std::net::SocketAddr>,
+    /// Browser origins allowed to use the node: "*", "same-origin", or
+    /// origins separated by commas [default: any on a development node,
+    /// same-origin with --jwt-secret or --jwt-public-key].
+    #[arg(long)]
+    allowed_origins: Option<String>,
+    /// Serve this directory at /app/ (development: the client's example).
+    #[arg(long)]
+    static_dir: Option<PathBuf>,
     /// Shards (threads) [default: number of cores].
     #[arg(long)]
     shards: Option<usize>,
@@ -90,6 +98,8 @@ impl ConfigArgs {
         let flags = Settings {
             listen: self.listen,
             internal_listen: self.internal_listen,
+            allowed_origins: self.allowed_origins.clone().map(settings::OriginsSetting::One),
+            static_dir: self.static_dir.clone(),
             shards: self.shards,
             node_id: self.node_id.clone(),
             data_dir: self.data_dir.clone(),
@@ -181,6 +191,7 @@ fn serve(loaded: Loaded) -> ExitCode {
         return config_error(&format!("data_dir {}: {e}", data_dir.display()));
     }
     let development = matches!(config.auth, AuthConfig::Development);
+    let allowed_origins = config.allowed_origins.clone();
     let api_key = config.api_key.clone();
     let (shards, node_id) = (config.shards, config.node_id.clone());
     let node = match NodeHandle::spawn(config) {
@@ -192,6 +203,9 @@ fn serve(loaded: Loaded) -> ExitCode {
         }
     };
     let addr = node.addr;
+    if matches!(allowed_origins, herald_gateway::AllowedOrigins::Any) {
+        tracing::info!("pages from any origin may use this node (allowed_origins = \"*\")");
+    }
     if development {
         tracing::warn!(
             "DEVELOPMENT MODE: no --jwt-secret or --jwt-public-key, so any user id is accepted as a token \

@@ -40,10 +40,12 @@ use crate::stats::ShardStats;
 /// Who asked, so the answer finds its way back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
-    /// A WebSocket request (request id 0 = a resume from `Connect`).
-    /// `attempt` tells a join's answer from an earlier join's of the same
-    /// room (see `Peer::start_join`); 0 for other requests.
-    Ws {
+    /// A request of a streaming connection (a WebSocket session, or an SSE
+    /// stream's joins); request id 0 = a resume from `Connect` (WebSocket)
+    /// or any SSE join. `attempt` tells a join's answer from an earlier
+    /// join's of the same room (see `Peer::start_join`); 0 for other
+    /// requests.
+    Conn {
         shard: u32,
         conn: ConnKey,
         request_id: u32,
@@ -56,7 +58,7 @@ pub(crate) enum Origin {
 impl Origin {
     pub(crate) fn shard(&self) -> usize {
         match *self {
-            Origin::Ws { shard, .. } | Origin::Http { shard, .. } => shard as usize,
+            Origin::Conn { shard, .. } | Origin::Http { shard, .. } => shard as usize,
         }
     }
 }

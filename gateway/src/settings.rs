@@ -18,7 +18,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AuthConfig, NamespaceConfig, NodeConfig, random_key};
+use crate::config::{AllowedOrigins, AuthConfig, NamespaceConfig, NodeConfig, random_key};
 
 /// Everything a TOML file, the environment or flags can set. Absent keys
 /// keep the defaults documented on [`NodeConfig`] and in docs/CONFIG.md.
@@ -31,6 +31,13 @@ pub struct Settings {
     /// Operator address: metrics and the server API move here.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub internal_listen: Option<SocketAddr>,
+    /// Browser origins allowed: `"*"`, `"same-origin"`, or a list (an array
+    /// or a comma-separated string) of `scheme://host[:port]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<OriginsSetting>,
+    /// Directory served at `/app/` (development).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_dir: Option<PathBuf>,
     /// Shards (threads); default the number of cores.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shards: Option<usize>,
@@ -58,6 +65,15 @@ pub struct Settings {
     /// Options per room namespace (`[namespaces.chat]`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceSettings>,
+}
+
+/// `allowed_origins` as written: a string or a list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+#[allow(missing_docs)]
+pub enum OriginsSetting {
+    One(String),
+    List(Vec<String>),
 }
 
 /// `[limits]`: durations are strings like "10s", "1m", "500ms".
@@ -106,6 +122,9 @@ pub struct NamespaceSettings {
     pub volatile: Option<bool>,
     /// Subscribers per room.
     pub max_subscribers: Option<usize>,
+    /// Readers that fall behind get the newest message per room instead of
+    /// every one (tickers, gauges).
+    pub conflate: Option<bool>,
 }
 
 /// A node configuration and what else `herald serve` needs to know.
@@ -260,6 +279,19 @@ fn resolve(s: Settings) -> Result<Loaded, String> {
     } else {
         node.api_key = random_key();
     }
+    node.allowed_origins = match s.allowed_origins {
+        Some(setting) => parse_origins(setting)?,
+        // Pages from anywhere may use a development node; a node with real
+        // tokens serves its own pages only until told otherwise.
+        None if matches!(node.auth, AuthConfig::Development) => AllowedOrigins::Any,
+        None => AllowedOrigins::SameOrigin,
+    };
+    if let Some(dir) = s.static_dir {
+        if !dir.is_dir() {
+            return Err(format!("static_dir {}: not a directory", dir.display()));
+        }
+        node.static_dir = Some(dir);
+    }
     apply_limits(&mut node, &s.limits)?;
     for (name, ns) in &s.namespaces {
         if name.is_empty() || name.contains(':') || !herald_protocol::valid_room_name(name, 64) {
@@ -282,6 +314,34 @@ fn resolve(s: Settings) -> Result<Loaded, String> {
         log_json: s.log_json.unwrap_or(false),
         api_key_generated,
     })
+}
+
+fn parse_origins(setting: OriginsSetting) -> Result<AllowedOrigins, String> {
+    let items: Vec<String> = match setting {
+        OriginsSetting::One(s) => s.split(',').map(|o| o.trim().to_owned()).collect(),
+        OriginsSetting::List(v) => v.into_iter().map(|o| o.trim().to_owned()).collect(),
+    };
+    match items.as_slice() {
+        [one] if one == "*" => return Ok(AllowedOrigins::Any),
+        [one] if one == "same-origin" => return Ok(AllowedOrigins::SameOrigin),
+        _ => {}
+    }
+    let mut list = Vec::with_capacity(items.len());
+    for o in items {
+        let valid = o.split_once("://").is_some_and(|(scheme, host)| {
+            matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains('/')
+        });
+        if !valid {
+            return Err(format!(
+                "allowed_origins: '{o}' is not an origin like https://app.example.com (or \"*\", or \"same-origin\")"
+            ));
+        }
+        list.push(o);
+    }
+    if list.is_empty() {
+        return Err("allowed_origins: empty; give \"*\", \"same-origin\" or origins".into());
+    }
+    Ok(AllowedOrigins::List(list))
 }
 
 fn apply_limits(node: &mut NodeConfig, l: &Limits) -> Result<(), String> {
@@ -386,6 +446,9 @@ fn apply_namespace(name: &str, mut c: NamespaceConfig, s: &NamespaceSettings) ->
     if let Some(v) = s.volatile {
         c.volatile = v;
     }
+    if let Some(v) = s.conflate {
+        c.conflate = v;
+    }
     if let Some(v) = s.max_subscribers {
         if v == 0 {
             return Err(format!("namespaces.{name}.max_subscribers must be at least 1"));
@@ -418,6 +481,7 @@ mod tests {
                 [namespaces.metrics]
                 publish = "server"
                 presence = false
+                conflate = true
                 "#,
             )?;
             jail.set_env("HERALD_NODE_ID", "from-env");
@@ -440,6 +504,8 @@ mod tests {
             assert_eq!(n.namespace("chat:x").history, 50);
             assert!(n.namespace("chat:x").presence, "unset keys keep the namespace default");
             assert!(!n.namespace("metrics:cpu").client_publish);
+            assert!(n.namespace("metrics:cpu").conflate);
+            assert!(!n.namespace("chat:x").conflate, "conflation is asked for");
             assert!(n.namespace("other:x").client_publish);
             assert!(loaded.api_key_generated && n.api_key.len() == 32);
             Ok(())
@@ -448,7 +514,9 @@ mod tests {
 
     #[test]
     fn bad_settings_are_explained() {
-        let cases: [(&str, &str); 12] = [
+        let cases: [(&str, &str); 14] = [
+            ("allowed_origins = \"app.example.com\"", "not an origin"),
+            ("static_dir = \"/nonexistent-herald-dir\"", "not a directory"),
             ("listen = \"0.0.0.0:8080\"", "loopback"),
             ("internal_listen = \"127.0.0.1:8080\"", "differ"),
             ("[limits]\nmax_room_name_bytes = 5000", "between 1 and 1024"),
@@ -498,6 +566,33 @@ mod tests {
             assert!(load(&figment(None, &Settings::default())).is_err());
             Ok(())
         });
+    }
+
+    #[test]
+    fn allowed_origins_default_by_mode_and_parse_every_form() {
+        let dev = resolve(Settings::default()).unwrap();
+        assert_eq!(dev.node.allowed_origins, AllowedOrigins::Any, "development: any page");
+        let prod = resolve(Settings {
+            jwt_secret: Some("x".repeat(32)),
+            ..Settings::default()
+        })
+        .unwrap();
+        assert_eq!(prod.node.allowed_origins, AllowedOrigins::SameOrigin);
+        let parse = |s: OriginsSetting| parse_origins(s).unwrap();
+        assert_eq!(parse(OriginsSetting::One("*".into())), AllowedOrigins::Any);
+        assert_eq!(
+            parse(OriginsSetting::One("same-origin".into())),
+            AllowedOrigins::SameOrigin
+        );
+        assert_eq!(
+            parse(OriginsSetting::One("https://a.example, http://b.example:8080".into())),
+            AllowedOrigins::List(vec!["https://a.example".into(), "http://b.example:8080".into()])
+        );
+        assert_eq!(
+            parse(OriginsSetting::List(vec!["https://a.example".into()])),
+            AllowedOrigins::List(vec!["https://a.example".into()])
+        );
+        assert!(parse_origins(OriginsSetting::One("https://a.example/path".into())).is_err());
     }
 
     #[test]

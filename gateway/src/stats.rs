@@ -33,9 +33,12 @@ pub(crate) enum DropReason {
     Timeout,
     /// A new connection refused at the node's `max_http_connections`.
     HttpLimit,
+    /// A message of a conflated room replaced by a newer one before the
+    /// reader took it.
+    Conflated,
 }
 
-const DROPS: [(DropReason, &str); 7] = [
+const DROPS: [(DropReason, &str); 8] = [
     (DropReason::Volatile, "volatile"),
     (DropReason::SlowConsumer, "slow_consumer"),
     (DropReason::ConnectionLimit, "connection_limit"),
@@ -43,12 +46,14 @@ const DROPS: [(DropReason, &str); 7] = [
     (DropReason::BadFrame, "bad_frame"),
     (DropReason::Timeout, "timeout"),
     (DropReason::HttpLimit, "http_limit"),
+    (DropReason::Conflated, "conflated"),
 ];
 
 #[derive(Debug, Default)]
 pub(crate) struct ShardStats {
     pub(crate) connections: AtomicI64,
     pub(crate) ws_sessions: AtomicI64,
+    pub(crate) sse_sessions: AtomicI64,
     pub(crate) rooms: AtomicI64,
     pub(crate) subscriptions: AtomicI64,
     pub(crate) frames_in: AtomicU64,
@@ -117,15 +122,25 @@ pub(crate) fn render(node_id: &str, shards: &[Arc<ShardStats>], accepting: bool)
     let _ = writeln!(out, "# HELP herald_up 1 while the node accepts connections.");
     let _ = writeln!(out, "# TYPE herald_up gauge");
     let _ = writeln!(out, "herald_up{{node=\"{node}\"}} {}", u8::from(accepting));
-    let gauges: [Metric<i64>; 8] = [
+    let _ = writeln!(
+        out,
+        "# HELP herald_sessions Open client sessions, by transport.\n# TYPE herald_sessions gauge"
+    );
+    for (i, s) in shards.iter().enumerate() {
+        for (transport, n) in [("websocket", &s.ws_sessions), ("sse", &s.sse_sessions)] {
+            let n = n.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "herald_sessions{{node=\"{node}\",shard=\"{i}\",transport=\"{transport}\"}} {n}"
+            );
+        }
+    }
+    let gauges: [Metric<i64>; 7] = [
         (
             "herald_connections",
             "Open TCP connections (WebSocket and HTTP).",
             |s| s.connections.load(Relaxed),
         ),
-        ("herald_websocket_sessions", "Upgraded WebSocket sessions.", |s| {
-            s.ws_sessions.load(Relaxed)
-        }),
         ("herald_rooms", "Rooms owned by the shard.", |s| s.rooms.load(Relaxed)),
         (
             "herald_subscriptions",
@@ -263,5 +278,6 @@ mod tests {
         assert!(text.contains("herald_deliveries_total{node=\"n\\\"1\",shard=\"0\"} 5"));
         assert!(text.contains("reason=\"slow_consumer\"} 1"));
         assert!(text.contains("reason=\"volatile\"} 0"));
+        assert!(text.contains("herald_sessions{node=\"n\\\"1\",shard=\"0\",transport=\"sse\"} 0"));
     }
 }

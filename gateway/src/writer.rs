@@ -15,15 +15,29 @@ pub(crate) const FRAMES_PER_WRITE: usize = 64;
 /// Bytes after which a write call stops taking more frames.
 pub(crate) const BYTES_PER_WRITE: usize = 64 * 1024;
 
-/// Writes `outbuf` and then the session's queued frames, as many per call as
-/// fit, until the socket would block or nothing is left. Frames a short
+/// Where a connection's queued output comes from: a Herald session's frames
+/// (WebSocket framing added here) or an SSE stream's events.
+pub(crate) trait Source {
+    /// Moves the next write's worth into `buf` (cleared first); returns how
+    /// many frames or events it took.
+    fn take_batch(&mut self, buf: &mut Vec<u8>) -> usize;
+}
+
+impl Source for ServerSession {
+    fn take_batch(&mut self, buf: &mut Vec<u8>) -> usize {
+        take_batch(self, buf)
+    }
+}
+
+/// Writes `outbuf` and then the source's queued output, as much per call as
+/// fits, until the socket would block or nothing is left. Bytes a short
 /// write leaves behind move to `outbuf` (bounded by one call's worth).
 /// `scratch` is the shard's buffer for assembling one call's bytes.
 /// Returns false if the socket failed.
 pub(crate) fn flush(
     sock: &mut TcpStream,
     outbuf: &mut Vec<u8>,
-    mut session: Option<&mut ServerSession>,
+    mut session: Option<&mut dyn Source>,
     blocked: &mut bool,
     stats: &ShardStats,
     scratch: &mut Vec<u8>,
@@ -45,7 +59,7 @@ pub(crate) fn flush(
             }
         }
         let Some(s) = session.as_deref_mut() else { return true };
-        let frames = take_batch(s, scratch);
+        let frames = s.take_batch(scratch);
         if frames == 0 {
             return true;
         }

@@ -53,7 +53,7 @@ async fn wait_no_sessions(http: &mut HttpConn) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let text = http.request("GET", "/metrics", None, None).await.text();
-        if metric_in(&text, "herald_websocket_sessions", "") == 0 {
+        if metric_in(&text, "herald_sessions", "transport=\"websocket\"") == 0 {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "sessions close in time");

@@ -390,7 +390,7 @@ async fn a_slow_consumer_that_never_reads_is_disconnected() {
     const ROOM: &str = "chat:stuck";
     let node = node_with(slow_consumer_config());
     let slow = slow_socket(&node, "stuck", ROOM).await;
-    let sessions_before = metric(node.addr, "herald_websocket_sessions", "").await;
+    let sessions_before = metric(node.addr, "herald_sessions", "transport=\"websocket\"").await;
     let (publisher, _p) = client(&node.url(), "publisher").await;
     for i in 1..=SLOW_MESSAGES {
         publisher
@@ -407,7 +407,7 @@ async fn a_slow_consumer_that_never_reads_is_disconnected() {
     let deadline = Instant::now() + WAIT;
     loop {
         // The publisher's session remains; the slow one is gone.
-        let sessions = metric(node.addr, "herald_websocket_sessions", "").await;
+        let sessions = metric(node.addr, "herald_sessions", "transport=\"websocket\"").await;
         if sessions < sessions_before + 1 {
             break;
         }
@@ -665,4 +665,73 @@ async fn served_once_free(addr: SocketAddr, path: &str) -> HttpResponse {
         assert!(Instant::now() < deadline, "no HTTP place came free");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflated_namespace_gives_a_slow_reader_the_newest_message_instead_of_closing_it() {
+    const ROOM: &str = "ticker:eth";
+    let mut config = slow_consumer_config();
+    let mut ticker = herald_gateway::NamespaceConfig::general();
+    ticker.conflate = true;
+    config.namespaces.push(("ticker".into(), ticker));
+    let node = node_with(config);
+    let mut slow = slow_socket(&node, "slow", ROOM).await;
+    let (normal, mut normal_events) = client(&node.url(), "normal").await;
+    normal.subscribe(ROOM, NO_PRESENCE).await.unwrap();
+    let (publisher, _p) = client(&node.url(), "publisher").await;
+    // The same flood that closes a slow reader of an ordinary room.
+    let mut last = 0;
+    for i in 1..=SLOW_MESSAGES {
+        last = publisher
+            .publish(ROOM, slow_payload(i), PublishOptions::default())
+            .await
+            .unwrap()
+            .offset;
+    }
+    let conflated = metric(node.addr, "herald_drops_total", "reason=\"conflated\"").await;
+    assert!(conflated > 0, "messages were replaced while the reader was behind");
+    assert_eq!(
+        metric(node.addr, "herald_drops_total", "reason=\"slow_consumer\"").await,
+        0
+    );
+    // The slow reader catches up to the newest message, in order, with the
+    // skipped offsets visible as jumps.
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        use futures_util::StreamExt;
+        while got.last() != Some(&last) {
+            let msg = slow.next().await.expect("still open").expect("frame");
+            let tokio_tungstenite::tungstenite::Message::Binary(b) = msg else {
+                continue;
+            };
+            let f = herald_protocol::decode(&b, &herald_protocol::DecodeLimits::SERVER_TO_CLIENT).unwrap();
+            match f.unpack().body {
+                BodyT::Message(m) => {
+                    assert_eq!(
+                        m.payload.as_deref(),
+                        Some(&slow_payload(m.offset)[..]),
+                        "offset {}",
+                        m.offset
+                    );
+                    got.push(m.offset);
+                }
+                BodyT::Ping(_) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the newest message arrives");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "increasing offsets");
+    assert!(
+        (got.len() as u64) < SLOW_MESSAGES,
+        "offsets were skipped: got {}",
+        got.len()
+    );
+    // The other reader is not affected and reaches the newest too.
+    let mut seen = 0;
+    while seen < last {
+        seen = next_message(&mut normal_events).await.offset;
+    }
+    stop(node).await;
 }

@@ -63,7 +63,7 @@ async fn wait_sessions(http: &mut HttpConn, n: u64) {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let text = http.request("GET", "/metrics", None, None).await.text();
-        if metric_in(&text, "herald_websocket_sessions", "") == n {
+        if metric_in(&text, "herald_sessions", "transport=\"websocket\"") == n {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "sessions close in time");

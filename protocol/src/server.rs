@@ -184,6 +184,9 @@ pub enum SendOutcome {
     /// The session is not open yet (no accepted `Connect`): application
     /// frames never reach a connection that has not authenticated.
     NotOpen,
+    /// A conflated frame took the place of an older one of its room that was
+    /// still waiting ([`ServerSession::send_conflated`]).
+    Replaced,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +201,9 @@ enum State {
 struct Outbound {
     frame: Bytes,
     volatile: bool,
+    /// The room of a conflated message: a newer one of the same room
+    /// replaces this one while it waits.
+    conflate: Option<Arc<str>>,
 }
 
 /// Server side of one connection.
@@ -617,6 +623,38 @@ impl ServerSession {
         }
     }
 
+    /// Queues a message of a conflated room (one whose readers want the
+    /// latest state, not every step): if an older message of `room` is
+    /// still waiting for the transport, the new one takes its place, so a
+    /// reader that cannot keep up gets the newest message per room instead
+    /// of a growing queue or a slow-consumer close. The reader sees the
+    /// offsets it missed as a jump. Otherwise it is [`send`](Self::send).
+    pub fn send_conflated(&mut self, frame: Bytes, room: &Arc<str>) -> SendOutcome {
+        if self.state != State::Open {
+            return self.send(frame, false);
+        }
+        let max = self.config.limits.max_outbound_bytes;
+        if let Some(old) = self
+            .outbound
+            .iter_mut()
+            .find(|o| o.conflate.as_deref().is_some_and(|r| *r == **room))
+        {
+            let total = self.outbound_bytes - old.frame.len() + frame.len();
+            if total <= max {
+                self.outbound_bytes = total;
+                old.frame = frame;
+                return SendOutcome::Replaced;
+            }
+        }
+        let outcome = self.enqueue(frame, false);
+        if outcome == SendOutcome::Queued
+            && let Some(last) = self.outbound.back_mut()
+        {
+            last.conflate = Some(room.clone());
+        }
+        outcome
+    }
+
     /// [`send`](Self::send) in any state but closed: for the session's own
     /// frames (pongs, pings), which a connection gets before it opens too.
     fn enqueue(&mut self, frame: Bytes, volatile: bool) -> SendOutcome {
@@ -704,7 +742,11 @@ impl ServerSession {
     /// and nothing is queued after the closing frame.
     fn push(&mut self, frame: Bytes, volatile: bool) {
         self.outbound_bytes += frame.len();
-        self.outbound.push_back(Outbound { frame, volatile });
+        self.outbound.push_back(Outbound {
+            frame,
+            volatile,
+            conflate: None,
+        });
     }
 
     fn drop_volatile(&mut self) {

@@ -207,3 +207,63 @@ fn the_closing_frame_gets_out_past_the_limit_and_is_last() {
     assert_eq!(out.len(), 3, "queued frames, then GoAway, nothing after");
     assert_eq!(frames::kind(&out[2]), "GoAway");
 }
+
+fn offset_of(frame: &[u8]) -> (String, u64) {
+    let f = herald_protocol::decode(frame, &herald_protocol::DecodeLimits::SERVER_TO_CLIENT).expect("a valid frame");
+    let m = f.body_as_message().expect("a message");
+    (m.room().to_owned(), m.offset())
+}
+
+fn numbered(room: &str, offset: u64) -> Bytes {
+    with_encoder(|e| {
+        e.message(&MessageRef {
+            room,
+            epoch: 1,
+            offset,
+            payload: &[b'x'; 100],
+            ..MessageRef::default()
+        })
+    })
+}
+
+#[test]
+fn a_conflated_room_keeps_its_newest_message_and_never_closes_the_reader() {
+    let now = Instant::now();
+    let mut server = limited_server(now);
+    let (a, b): (std::sync::Arc<str>, std::sync::Arc<str>) = ("dash:a".into(), "dash:b".into());
+    // Far more than the limit holds, into two rooms, none read meanwhile.
+    assert_eq!(server.send_conflated(numbered("dash:a", 1), &a), SendOutcome::Queued);
+    assert_eq!(server.send_conflated(numbered("dash:b", 1), &b), SendOutcome::Queued);
+    for offset in 2..=200 {
+        assert_eq!(
+            server.send_conflated(numbered("dash:a", offset), &a),
+            SendOutcome::Replaced
+        );
+        assert!(server.outbound_bytes() <= LIMIT);
+    }
+    assert_eq!(server.send_conflated(numbered("dash:b", 2), &b), SendOutcome::Replaced);
+    assert!(server.is_open());
+    // The reader gets the newest of each room, in the order the rooms
+    // first queued: the offsets it skipped show as a jump.
+    let got: Vec<(String, u64)> = transmitted(&mut server).iter().map(|f| offset_of(f)).collect();
+    assert_eq!(got, [("dash:a".to_owned(), 200), ("dash:b".to_owned(), 2)]);
+    // Once written, the next message queues anew.
+    assert_eq!(server.send_conflated(numbered("dash:a", 201), &a), SendOutcome::Queued);
+}
+
+#[test]
+fn conflation_does_not_reorder_or_replace_other_frames() {
+    let now = Instant::now();
+    let mut server = limited_server(now);
+    let a: std::sync::Arc<str> = "dash:a".into();
+    let plain = numbered("chat:x", 1);
+    assert_eq!(server.send_conflated(numbered("dash:a", 1), &a), SendOutcome::Queued);
+    assert_eq!(server.send(plain.clone(), false), SendOutcome::Queued);
+    assert_eq!(server.send_conflated(numbered("dash:a", 2), &a), SendOutcome::Replaced);
+    let got: Vec<(String, u64)> = transmitted(&mut server).iter().map(|f| offset_of(f)).collect();
+    assert_eq!(got, [("dash:a".to_owned(), 2), ("chat:x".to_owned(), 1)]);
+    // Unconflated frames still close a reader that does not keep up.
+    while server.send(plain.clone(), false) == SendOutcome::Queued {}
+    assert!(server.is_closed());
+    assert_eq!(server.send_conflated(numbered("dash:a", 3), &a), SendOutcome::Closed);
+}

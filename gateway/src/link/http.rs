@@ -5,6 +5,7 @@
 //! Its deadline (request or answer within [`HTTP_TIMEOUT`]) is the
 //! connection's (`Conn::deadline`), set by the shard at each step.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// Time a request (or the WebSocket upgrade) has to arrive, and an answer
@@ -29,6 +30,9 @@ pub(crate) struct HttpLink {
     pub(crate) keep_alive: bool,
     /// `100 Continue` was sent for the request being received.
     pub(crate) continue_sent: bool,
+    /// Headers for the answer other shards are working on (CORS), kept
+    /// from the request until that answer comes.
+    pub(crate) answer_headers: Vec<Cow<'static, str>>,
 }
 
 impl HttpLink {
@@ -37,6 +41,7 @@ impl HttpLink {
             state: HttpState::Reading,
             keep_alive: true,
             continue_sent: false,
+            answer_headers: Vec::new(),
         }
     }
 

@@ -1,8 +1,9 @@
 //! The socket side of a connection: what its bytes are (an HTTP request
-//! stream, a WebSocket, or a connection being closed), independent of what
-//! Herald does with the messages. A WebSocket link carries a [`Peer`], the
-//! part fan-out and the room owners deal with; later links (QUIC streams,
-//! SSE responses) carry one too, so everything above them stays the same.
+//! stream, a WebSocket, an SSE stream, or a connection being closed),
+//! independent of what Herald does with the messages. A WebSocket link
+//! carries a [`Peer`] (a Herald session); an SSE link carries its own small
+//! read-only state ([`SseLink`]); fan-out hands a message to either, each in
+//! its wire format.
 
 mod http;
 mod ws;
@@ -11,6 +12,7 @@ pub(crate) use http::{HTTP_TIMEOUT, HttpLink, HttpState};
 pub(crate) use ws::{FrameAction, WsFraming};
 
 use crate::peer::Peer;
+pub(crate) use crate::sse::SseLink;
 
 /// What a connection's bytes are.
 #[derive(Debug)]
@@ -20,6 +22,8 @@ pub(crate) enum Link {
     Http(HttpLink),
     /// An upgraded WebSocket with its Herald session.
     Ws(Box<WsLink>),
+    /// A Server-Sent Events stream.
+    Sse(Box<SseLink>),
     /// Output shut down after a last answer; waiting for the peer to close,
     /// until the connection's deadline.
     Closing,
@@ -37,7 +41,7 @@ impl Link {
     pub(crate) fn peer_mut(&mut self) -> Option<&mut Peer> {
         match self {
             Link::Ws(w) => Some(&mut w.peer),
-            Link::Http(_) | Link::Closing => None,
+            Link::Http(_) | Link::Sse(_) | Link::Closing => None,
         }
     }
 

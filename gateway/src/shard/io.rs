@@ -19,7 +19,7 @@ use crate::http::{self, Response};
 use crate::link::{FrameAction, HTTP_TIMEOUT, HttpState, Link, WsFraming, WsLink};
 use crate::peer::Peer;
 use crate::stats::{DropReason, ShardStats};
-use crate::ws;
+use crate::{origins, sse, statics, ws};
 
 /// Time a closed session whose socket is full gets to read what is queued
 /// (ending with the error and close frames) before it is dropped.
@@ -63,8 +63,9 @@ impl Shard {
     }
 
     fn add_conn(&mut self, mut sock: TcpStream, listener: Listener) {
-        let ws = usize::try_from(self.stats.ws_sessions.load(Relaxed)).unwrap_or(0);
-        if self.conns.len().saturating_sub(ws) >= self.max_http_connections {
+        let sessions = self.stats.ws_sessions.load(Relaxed) + self.stats.sse_sessions.load(Relaxed);
+        let sessions = usize::try_from(sessions).unwrap_or(0);
+        if self.conns.len().saturating_sub(sessions) >= self.max_http_connections {
             // Best effort: a fresh socket's send buffer takes this at once;
             // if not, the client sees the close alone.
             let _ = sock.write(&self.busy_response);
@@ -201,6 +202,8 @@ impl Shard {
                     None => return data.len(),
                 },
                 Link::Ws(_) => return used + self.ws_input(slot, &mut data[used..]),
+                // A page sends nothing on its stream; whatever comes is dropped.
+                Link::Sse(_) => return data.len(),
             }
         }
     }
@@ -221,15 +224,27 @@ impl Shard {
         };
         let listener = self.conns.get(slot)?.listener;
         let internal_exists = self.shared.config.internal_listen.is_some();
-        let handshake = if listener == Listener::Internal && internal_exists {
-            // WebSocket clients use the public listener only.
-            Handshake::NotWebSocket
-        } else {
+        let clients_here = listener == Listener::Public || !internal_exists;
+        let origins = &self.shared.config.allowed_origins;
+        let api_path = head.path.starts_with("/api/");
+        if head.method == "OPTIONS" && head.cors_method.is_some() && (api_path || head.path == sse::SSE_PATH) {
+            let resp = origins.preflight(&head);
+            return self.answer_at_once(slot, &head, &resp);
+        }
+        // WebSocket clients and pages use the public listener only.
+        let handshake = if clients_here {
             handshake::check(&head)
+        } else {
+            Handshake::NotWebSocket
         };
         match handshake {
             Handshake::Accept(key) => {
-                self.upgrade(slot, key);
+                if !origins.allows(&head) {
+                    self.respond(slot, &origins::refused(), false);
+                    return None;
+                }
+                let protocol = head.offers_protocol(handshake::PROTOCOL).then_some(handshake::PROTOCOL);
+                self.upgrade(slot, key, protocol);
                 return Some(head.head_len);
             }
             Handshake::Refuse(resp) => {
@@ -237,6 +252,21 @@ impl Shard {
                 return None;
             }
             Handshake::NotWebSocket => {}
+        }
+        if clients_here && head.path == sse::SSE_PATH {
+            self.start_sse(slot, &head);
+            return None;
+        }
+        if clients_here
+            && let Some(dir) = &self.shared.config.static_dir
+            && (head.path == statics::PREFIX || head.path.starts_with(statics::PREFIX_SLASH))
+        {
+            let resp = statics::serve(dir, &head);
+            return self.answer_at_once(slot, &head, &resp);
+        }
+        if api_path && !origins.allows(&head) {
+            self.respond(slot, &origins::refused(), false);
+            return None;
         }
         if head.content_length > http::MAX_BODY_BYTES {
             let msg = format!("request body larger than {} bytes", http::MAX_BODY_BYTES);
@@ -259,6 +289,11 @@ impl Shard {
         }
         ShardStats::add(&self.stats.http_requests, 1);
         let keep_alive = head.keep_alive;
+        let cors = if api_path {
+            self.shared.config.allowed_origins.cors_headers(&head, false)
+        } else {
+            Vec::new()
+        };
         let c = self.conns.get_mut(slot)?;
         let key = c.key(slot);
         if let Link::Http(h) = &mut c.link {
@@ -274,10 +309,30 @@ impl Shard {
             .api
             .request(&mut env, key, listener, &head, &data[head.head_len..total])
         {
-            Routed::Answer(resp) => self.respond(slot, &resp, keep_alive),
-            Routed::Pending => {}
+            Routed::Answer(resp) => self.respond(slot, &resp.with_headers(cors), keep_alive),
+            Routed::Pending => {
+                if let Some(Link::Http(h)) = self.conns.get_mut(slot).map(|c| &mut c.link) {
+                    h.answer_headers = cors;
+                }
+            }
         }
         Some(total)
+    }
+
+    /// Answers a request that needs no other shard and whose body, if it
+    /// has one, is not wanted: the connection goes on after it unless it
+    /// sent a body (which would have to be read past first).
+    fn answer_at_once(&mut self, slot: usize, head: &http::RequestHead<'_>, resp: &Response) -> Option<usize> {
+        ShardStats::add(&self.stats.http_requests, 1);
+        if head.content_length > 0 {
+            self.respond(slot, resp, false);
+            return None;
+        }
+        if let Some(Link::Http(h)) = self.conns.get_mut(slot).map(|c| &mut c.link) {
+            h.took_request(head.keep_alive);
+        }
+        self.respond(slot, resp, head.keep_alive);
+        Some(head.head_len)
     }
 
     /// Queues an HTTP answer; the connection closes after it unless
@@ -298,19 +353,23 @@ impl Shard {
     }
 
     /// The answer to the HTTP request of `conn`, from other shards.
-    pub(super) fn finish_http(&mut self, conn: ConnKey, resp: &Response) {
+    pub(super) fn finish_http(&mut self, conn: ConnKey, resp: Response) {
         let Some(slot) = self.conns.slot_of(conn) else { return };
-        let keep_alive = matches!(&self.conns.get(slot).map(|c| &c.link), Some(Link::Http(h)) if h.keep_alive);
-        self.respond(slot, resp, keep_alive);
+        let Some(Link::Http(h)) = self.conns.get_mut(slot).map(|c| &mut c.link) else {
+            return;
+        };
+        let keep_alive = h.keep_alive;
+        let resp = resp.with_headers(std::mem::take(&mut h.answer_headers));
+        self.respond(slot, &resp, keep_alive);
     }
 
     /// Switches an HTTP connection to WebSocket.
-    fn upgrade(&mut self, slot: usize, key: &str) {
+    fn upgrade(&mut self, slot: usize, key: &str, protocol: Option<&str>) {
         let now = Instant::now();
         let Some(c) = self.conns.get_mut(slot) else { return };
-        handshake::write_accept(&mut c.outbuf, key);
+        handshake::write_accept(&mut c.outbuf, key, protocol);
         let mut session = ServerSession::new(self.shared.session.clone(), now);
-        let open = self.shared.ws_open.fetch_add(1, Relaxed) + 1;
+        let open = self.shared.sessions_open.fetch_add(1, Relaxed) + 1;
         if open > self.shared.config.max_connections {
             session.close(ErrorCode::ConnectionLimit, "node connection limit reached");
             self.stats.dropped(DropReason::ConnectionLimit);
@@ -453,22 +512,24 @@ impl Shard {
         if c.blocked {
             // A session that closed while its socket is full gets a grace
             // period to read, out of its rooms.
-            if let Link::Ws(w) = &c.link
-                && w.peer.session.close_reason().is_some()
-                && !w.framing.close_sent
-                && !w.framing.stuck
-            {
+            let closed_while_full = match &c.link {
+                Link::Ws(w) => w.peer.session.close_reason().is_some() && !w.framing.close_sent && !w.framing.stuck,
+                Link::Sse(s) => s.closing && !s.stuck,
+                _ => false,
+            };
+            if closed_while_full {
                 self.become_stuck(slot);
             }
             return;
         }
-        let session = match &mut c.link {
+        let session: Option<&mut dyn crate::writer::Source> = match &mut c.link {
             Link::Ws(w) => {
                 if let Some(pong) = w.framing.take_pong() {
                     c.outbuf.extend_from_slice(&ws::server_frame(ws::opcode::PONG, &pong));
                 }
                 Some(&mut w.peer.session)
             }
+            Link::Sse(s) => Some(&mut **s),
             _ => None,
         };
         if !crate::writer::flush(
@@ -515,6 +576,13 @@ impl Shard {
                     }
                 }
             }
+            Link::Sse(s) => {
+                // The final event is out: the stream ends (a page's
+                // EventSource reconnects by itself and resumes).
+                if s.closing && s.queued_bytes() == 0 && c.outbuf.is_empty() {
+                    self.start_closing(slot);
+                }
+            }
             Link::Closing => {
                 if c.outbuf.is_empty() {
                     let _ = c.sock.shutdown(Shutdown::Write);
@@ -528,12 +596,18 @@ impl Shard {
     /// It leaves its rooms now and gets [`STUCK_GRACE`] to read them.
     fn become_stuck(&mut self, slot: usize) {
         let Some(c) = self.conns.get_mut(slot) else { return };
-        let Link::Ws(w) = &mut c.link else { return };
-        w.framing.stuck = true;
-        c.deadline = Instant::now() + STUCK_GRACE;
-        if let Some((code, _)) = w.peer.session.close_reason() {
-            count_close(&self.stats, code);
+        match &mut c.link {
+            Link::Ws(w) => {
+                w.framing.stuck = true;
+                if let Some((code, _)) = w.peer.session.close_reason() {
+                    count_close(&self.stats, code);
+                }
+            }
+            // Its slow-consumer drop was counted when it was closed.
+            Link::Sse(s) => s.stuck = true,
+            _ => return,
         }
+        c.deadline = Instant::now() + STUCK_GRACE;
         self.leave_all(slot);
         self.arm_timer(slot);
     }
@@ -542,10 +616,7 @@ impl Shard {
 
     /// Stops output after what is queued and waits briefly for the peer.
     pub(super) fn start_closing(&mut self, slot: usize) {
-        if self.conns.get(slot).is_some_and(|c| c.link.is_ws()) {
-            self.leave_all(slot);
-            self.ws_closed();
-        }
+        self.end_session(slot);
         let Some(c) = self.conns.get_mut(slot) else { return };
         c.link = Link::Closing;
         c.deadline = Instant::now() + CLOSE_LINGER;
@@ -556,18 +627,23 @@ impl Shard {
         self.arm_timer(slot);
     }
 
-    fn ws_closed(&mut self) {
-        self.shared.ws_open.fetch_sub(1, Relaxed);
-        ShardStats::gauge(&self.stats.ws_sessions, -1);
+    /// A WebSocket or SSE session ends: it leaves its rooms and no longer
+    /// counts as open. Nothing for other links.
+    fn end_session(&mut self, slot: usize) {
+        let gauge = match self.conns.get(slot).map(|c| &c.link) {
+            Some(Link::Ws(_)) => &self.stats.ws_sessions,
+            Some(Link::Sse(_)) => &self.stats.sse_sessions,
+            _ => return,
+        };
+        ShardStats::gauge(gauge, -1);
+        self.shared.sessions_open.fetch_sub(1, Relaxed);
+        self.leave_all(slot);
     }
 
     /// Forgets a connection at once.
     pub(super) fn remove(&mut self, slot: usize) {
         let Some(key) = self.conns.key(slot) else { return };
-        if self.conns.get(slot).is_some_and(|c| c.link.is_ws()) {
-            self.leave_all(slot);
-            self.ws_closed();
-        }
+        self.end_session(slot);
         let Some(mut c) = self.conns.remove(slot) else { return };
         let _ = self.poll.registry().deregister(&mut c.sock);
         self.api.forget(key);
@@ -589,6 +665,22 @@ impl Shard {
                 if expired {
                     self.remove(slot);
                 }
+            }
+            Link::Sse(s) => {
+                if s.stuck {
+                    if expired {
+                        self.remove(slot);
+                    }
+                    return;
+                }
+                if s.expires_at
+                    .is_some_and(|exp| exp.saturating_add(crate::auth::LEEWAY_SECS) <= unix)
+                {
+                    s.close_with("token_expired", "token expired");
+                } else if s.next_heartbeat <= now {
+                    s.heartbeat(now + self.shared.session.heartbeat_interval);
+                }
+                self.mark_write(slot);
             }
             Link::Ws(w) => {
                 if w.framing.stuck {

@@ -3,7 +3,7 @@
 //! that each do one job and keep their state to themselves:
 //!
 //! - [`Connections`]: sockets with their buffers and [links](crate::link)
-//!   (HTTP, WebSocket), named by slot and generation;
+//!   (HTTP, WebSocket, SSE), named by slot and generation;
 //! - [`Subscriptions`]: this shard's members per room and connections per
 //!   user;
 //! - [`Rooms`]: the rooms this shard owns (the sans-IO room owner over a
@@ -20,10 +20,12 @@
 //!
 //! `io.rs` holds the socket side (reading, parsing links, writing, closing),
 //! `peers.rs` the Herald side (session events to owners, owners' answers and
-//! deliveries to sessions).
+//! deliveries to sessions and streams), `streams.rs` what is particular to
+//! SSE streams (opening one, its joins).
 
 mod io;
 mod peers;
+mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
@@ -78,8 +80,8 @@ pub(crate) struct Shared {
     pub(crate) verifier: Verifier,
     pub(crate) stats: Vec<Arc<ShardStats>>,
     pub(crate) accepting: AtomicBool,
-    /// Open WebSocket sessions on the node (for `max_connections`).
-    pub(crate) ws_open: AtomicUsize,
+    /// Open sessions on the node, WebSocket and SSE (for `max_connections`).
+    pub(crate) sessions_open: AtomicUsize,
 }
 
 /// The listeners a shard accepts on.
@@ -403,9 +405,13 @@ impl Shard {
             c.active = false;
             c.outbuf = Vec::new();
             c.inbuf = Vec::new();
-            if let crate::link::Link::Ws(w) = &mut c.link {
-                w.peer.session.release_idle_memory();
-                w.framing.release_idle_memory();
+            match &mut c.link {
+                crate::link::Link::Ws(w) => {
+                    w.peer.session.release_idle_memory();
+                    w.framing.release_idle_memory();
+                }
+                crate::link::Link::Sse(s) => s.release_idle_memory(),
+                _ => {}
             }
             false
         });
@@ -484,6 +490,12 @@ impl Shard {
                         reconnect_after,
                     );
                     self.session_events(slot);
+                }
+                // The page's EventSource reconnects by itself (to another
+                // node, or to this one once it is back) and resumes.
+                crate::link::Link::Sse(s) => {
+                    s.close_with("server_shutdown", "node shutting down");
+                    self.mark_write(slot);
                 }
                 crate::link::Link::Http(h) if h.reading() && c.outbuf.is_empty() => self.remove(slot),
                 _ => {}

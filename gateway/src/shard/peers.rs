@@ -18,19 +18,21 @@ use super::Shard;
 use crate::api::Api;
 use crate::auth::AuthError;
 use crate::conns::{ConnKey, Connections};
+use crate::link::Link;
 use crate::mesh::{Origin, Reply, Request};
 use crate::peer::Peer;
+use crate::sse::{self, SseOutcome};
 use crate::stats::{DropReason, ShardStats};
 
 impl Shard {
-    fn member(&self, key: ConnKey) -> Member {
+    pub(super) fn member(&self, key: ConnKey) -> Member {
         Member {
             shard: self.id as u32,
             conn: key.id(),
         }
     }
 
-    fn send_to_owner(&mut self, room: &str, input: Input<Origin>) {
+    pub(super) fn send_to_owner(&mut self, room: &str, input: Input<Origin>) {
         let owner = self.owner_of(room);
         self.mesh.request(owner, Request::Owner(input));
     }
@@ -83,7 +85,7 @@ impl Shard {
                 }
                 let room: Arc<str> = Arc::from(room);
                 let input = Input::Publish {
-                    origin: self.ws_origin(key, request_id, 0),
+                    origin: self.conn_origin(key, request_id, 0),
                     room: room.clone(),
                     user,
                     payload,
@@ -115,8 +117,8 @@ impl Shard {
         }
     }
 
-    fn ws_origin(&self, conn: ConnKey, request_id: u32, attempt: u32) -> Origin {
-        Origin::Ws {
+    pub(super) fn conn_origin(&self, conn: ConnKey, request_id: u32, attempt: u32) -> Origin {
+        Origin::Conn {
             shard: self.id as u32,
             conn,
             request_id,
@@ -191,7 +193,7 @@ impl Shard {
         }
         let (room, attempt) = peer.start_join(room);
         let input = Input::Join {
-            origin: self.ws_origin(key, request_id, attempt),
+            origin: self.conn_origin(key, request_id, attempt),
             member,
             room: room.clone(),
             user,
@@ -213,6 +215,13 @@ impl Shard {
     /// Leaves every room and the user index (the connection is closing).
     pub(super) fn leave_all(&mut self, slot: usize) {
         let Some(key) = self.conns.key(slot) else { return };
+        if let Some((rooms, user)) = self.stream_leaves(slot) {
+            for room in rooms {
+                self.drop_membership(key, room);
+            }
+            self.subs.remove_user(&user, key);
+            return;
+        }
         let Some(peer) = self.peer_mut(slot) else { return };
         let rooms = peer.take_rooms();
         let user = peer.user().cloned();
@@ -235,7 +244,7 @@ impl Shard {
     }
 
     fn request(&mut self, slot: usize, key: ConnKey, request_id: u32, body: BodyT) {
-        let origin = self.ws_origin(key, request_id, 0);
+        let origin = self.conn_origin(key, request_id, 0);
         let max_history = self.shared.config.max_history();
         let Some(peer) = self.peer_mut(slot) else { return };
         let (room, query) = match body {
@@ -276,7 +285,7 @@ impl Shard {
                 if let Origin::Http { conn, .. } = origin
                     && let Some(resp) = self.api.counted(conn, count)
                 {
-                    self.finish_http(conn, &resp);
+                    self.finish_http(conn, resp);
                 }
             }
             Reply::Shutdown => self.begin_drain(),
@@ -292,7 +301,7 @@ impl Shard {
                 result,
             } => self.join_result(origin, room, presence, result),
             Output::PublishResult { origin, result, .. } => match origin {
-                Origin::Ws { conn, request_id, .. } => {
+                Origin::Conn { conn, request_id, .. } => {
                     let Some(slot) = self.conns.slot_of(conn) else { return };
                     let Some(peer) = self.peer_mut(slot) else { return };
                     match result {
@@ -301,7 +310,7 @@ impl Shard {
                     }
                     self.mark_write(slot);
                 }
-                Origin::Http { conn, .. } => self.finish_http(conn, &Api::published(result)),
+                Origin::Http { conn, .. } => self.finish_http(conn, Api::published(result)),
             },
             Output::Deliver {
                 room,
@@ -311,14 +320,14 @@ impl Shard {
                 ..
             } => self.deliver(&room, &frame, audience, published),
             Output::Answer { origin, room, answer } => match origin {
-                Origin::Ws { conn, request_id, .. } => self.answer_ws(conn, request_id, &room, answer),
-                Origin::Http { conn, .. } => self.finish_http(conn, &Api::answer(&room, answer)),
+                Origin::Conn { conn, request_id, .. } => self.answer_ws(conn, request_id, &room, answer),
+                Origin::Http { conn, .. } => self.finish_http(conn, Api::answer(&room, answer)),
             },
             Output::Rooms { origin, rooms } => {
                 if let Origin::Http { conn, .. } = origin
                     && let Some(resp) = self.api.rooms(conn, rooms)
                 {
-                    self.finish_http(conn, &resp);
+                    self.finish_http(conn, resp);
                 }
             }
             // Log requests stay with the owner's shard.
@@ -327,7 +336,7 @@ impl Shard {
     }
 
     fn join_result(&mut self, origin: Origin, room: Arc<str>, presence: bool, result: Result<Joined, Refusal>) {
-        let Origin::Ws {
+        let Origin::Conn {
             conn,
             request_id,
             attempt,
@@ -336,6 +345,9 @@ impl Shard {
         else {
             return;
         };
+        if self.stream_joined(conn, room.clone(), presence, &result) {
+            return;
+        }
         // A connection that closed meanwhile already sent its leave.
         let Some(slot) = self.conns.slot_of(conn) else { return };
         let Some(peer) = self.peer_mut(slot) else { return };
@@ -381,29 +393,38 @@ impl Shard {
     }
 
     /// Queues one encoded frame to this shard's members of `room`.
-    fn deliver(&mut self, room: &str, frame: &Bytes, audience: Audience, published: Option<Instant>) {
+    fn deliver(&mut self, room: &Arc<str>, frame: &Bytes, audience: Audience, published: Option<Instant>) {
         let me = self.id as u32;
         let mut delivered = 0u64;
+        let (volatile, conflate) = match audience {
+            Audience::Members { volatile, conflate } => (volatile, conflate.then_some(room)),
+            Audience::Presence { .. } | Audience::Typing { .. } => (true, None),
+        };
+        let mut out = Outgoing::new(
+            room,
+            frame,
+            volatile,
+            self.shared.config.session.limits.max_outbound_bytes,
+        );
+        out.conflate = conflate;
         let (conns, to_write, stats) = (&mut self.conns, &mut self.to_write, &*self.stats);
-        let mut send =
-            |key: ConnKey, volatile: bool| u64::from(queue_frame(conns, to_write, stats, key, frame, volatile));
-        if let (Some(user), Audience::Members { volatile }) = (room.strip_prefix("user:"), audience)
+        let mut send = |key: ConnKey| u64::from(queue_frame(conns, to_write, stats, key, &mut out));
+        if let (Some(user), Audience::Members { .. }) = (room.strip_prefix("user:"), audience)
             && is_user_room(room)
         {
             // Every open connection of U, and others who joined user:U
             // explicitly (admins).
             let own = self.subs.user_conns(user);
-            delivered += own.iter().map(|&key| send(key, volatile)).sum::<u64>();
+            delivered += own.iter().map(|&key| send(key)).sum::<u64>();
             if let Some(members) = self.subs.members(room) {
                 for (&slot, m) in members {
                     let key = m.key(slot);
                     if !own.contains(&key) {
-                        delivered += send(key, volatile);
+                        delivered += send(key);
                     }
                 }
             }
         } else if let Some(members) = self.subs.members(room) {
-            let volatile = !matches!(audience, Audience::Members { volatile: false });
             let is = |slot: u32, m: &crate::subscriptions::LocalMember| Member {
                 shard: me,
                 conn: m.key(slot).id(),
@@ -415,7 +436,7 @@ impl Shard {
                     Audience::Typing { except } => except != is(slot, m),
                 };
                 if include {
-                    delivered += send(m.key(slot), volatile);
+                    delivered += send(m.key(slot));
                 }
             }
         }
@@ -428,6 +449,13 @@ impl Shard {
     /// Queues a frame to every open connection of `user` on this shard;
     /// returns how many took it.
     pub(super) fn deliver_to_user(&mut self, user: &str, frame: &Bytes, volatile: bool) -> u64 {
+        let room: Arc<str> = Arc::from(format!("user:{user}"));
+        let mut out = Outgoing::new(
+            &room,
+            frame,
+            volatile,
+            self.shared.config.session.limits.max_outbound_bytes,
+        );
         let mut n = 0;
         for &key in self.subs.user_conns(user) {
             n += u64::from(queue_frame(
@@ -435,8 +463,7 @@ impl Shard {
                 &mut self.to_write,
                 &self.stats,
                 key,
-                frame,
-                volatile,
+                &mut out,
             ));
         }
         n
@@ -512,29 +539,98 @@ impl Shard {
     }
 }
 
+/// One frame on its way to this shard's members, in each link's format:
+/// the frame itself for WebSocket peers and, built on first need and then
+/// shared, the event SSE streams send.
+struct Outgoing<'a> {
+    room: &'a Arc<str>,
+    frame: &'a Bytes,
+    volatile: bool,
+    /// The room, when its namespace conflates.
+    conflate: Option<&'a Arc<str>>,
+    event: Option<sse::Event>,
+    /// The bytes an SSE stream may have waiting.
+    sse_limit: usize,
+}
+
+impl<'a> Outgoing<'a> {
+    fn new(room: &'a Arc<str>, frame: &'a Bytes, volatile: bool, sse_limit: usize) -> Self {
+        Self {
+            room,
+            frame,
+            volatile,
+            conflate: None,
+            event: None,
+            sse_limit,
+        }
+    }
+}
+
 /// Queues a frame to the connection `key` if it is still that connection
-/// and its session is open, and schedules its write; true if the session
-/// took the frame. A free function so fan-out can run while a member map is
+/// and its session is open, and schedules its write; true if it took the
+/// frame. A free function so fan-out can run while a member map is
 /// borrowed.
 fn queue_frame(
     conns: &mut Connections,
     to_write: &mut Vec<usize>,
     stats: &ShardStats,
     key: ConnKey,
-    frame: &Bytes,
-    volatile: bool,
+    out: &mut Outgoing<'_>,
 ) -> bool {
     let Some(c) = conns.by_key(key) else { return false };
-    let Some(peer) = c.link.peer_mut() else { return false };
-    let queued = match peer.session.send(frame.clone(), volatile) {
-        SendOutcome::Queued => true,
-        SendOutcome::DroppedVolatile => {
-            stats.dropped(DropReason::Volatile);
-            return false;
+    let queued = match &mut c.link {
+        Link::Ws(w) => {
+            let session = &mut w.peer.session;
+            let outcome = match out.conflate {
+                Some(room) if !out.volatile => session.send_conflated(out.frame.clone(), room),
+                _ => session.send(out.frame.clone(), out.volatile),
+            };
+            match outcome {
+                SendOutcome::Queued => true,
+                SendOutcome::Replaced => {
+                    stats.dropped(DropReason::Conflated);
+                    true
+                }
+                SendOutcome::DroppedVolatile => {
+                    stats.dropped(DropReason::Volatile);
+                    return false;
+                }
+                // Closing: its error and close frames still need a write.
+                SendOutcome::SlowConsumer | SendOutcome::Closed => false,
+                SendOutcome::NotOpen => return false,
+            }
         }
-        // Closing: its error and close frames still need a write.
-        SendOutcome::SlowConsumer | SendOutcome::Closed => false,
-        SendOutcome::NotOpen => return false,
+        Link::Sse(s) => {
+            let frame = out.frame;
+            let event = out.event.get_or_insert_with(|| sse::event_for_frame(frame));
+            let limit = out.sse_limit;
+            let outcome = match event {
+                sse::Event::Message { epoch, offset, data } => {
+                    s.message(out.room, *epoch, *offset, data, out.conflate.is_some(), limit)
+                }
+                sse::Event::Presence(e) if s.presence => s.event(e, limit),
+                sse::Event::Notification(e) if s.notifications => s.event(e, limit),
+                _ => SseOutcome::Skipped,
+            };
+            match outcome {
+                SseOutcome::Queued => true,
+                SseOutcome::Replaced => {
+                    stats.dropped(DropReason::Conflated);
+                    true
+                }
+                SseOutcome::Skipped => return false,
+                SseOutcome::DroppedVolatile => {
+                    stats.dropped(DropReason::Volatile);
+                    return false;
+                }
+                // Its close event still needs a write.
+                SseOutcome::SlowConsumer => {
+                    stats.dropped(DropReason::SlowConsumer);
+                    false
+                }
+            }
+        }
+        Link::Http(_) | Link::Closing => return false,
     };
     if !c.queued_write {
         c.queued_write = true;

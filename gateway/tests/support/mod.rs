@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod raw;
+pub mod sse;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -108,6 +108,26 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// is framed by `Content-Length`, which every response must have except the
 /// bodiless 1xx, 204 and 304 (RFC 9112 §6.3).
 pub fn parse_response(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>, End> {
+    let Some((mut resp, body_at)) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    let len = match resp.header("content-length") {
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| End::Malformed(format!("Content-Length {v:?}")))?,
+        None if (100..200).contains(&resp.status) || resp.status == 204 || resp.status == 304 => 0,
+        None => return Err(End::Malformed(format!("no Content-Length in {}", resp.show()))),
+    };
+    let Some(body) = buf.get(body_at..body_at + len) else {
+        return Ok(None);
+    };
+    resp.body = body.to_vec();
+    Ok(Some((resp, body_at + len)))
+}
+
+/// A response head at the start of `buf` (body left empty) and where its
+/// body starts; Ok(None) = need more.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>, End> {
     let Some(end) = find(buf, b"\r\n\r\n") else {
         if buf.len() > 64 * 1024 {
             return Err(End::Malformed("no end of response head in 64 KiB".into()));
@@ -129,24 +149,13 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(HttpResponse, usize)>, End> 
         };
         headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
     }
-    let len = match headers.iter().find(|(n, _)| n == "content-length") {
-        Some((_, v)) => v
-            .parse::<usize>()
-            .map_err(|_| End::Malformed(format!("Content-Length {v:?}")))?,
-        None if (100..200).contains(&status) || status == 204 || status == 304 => 0,
-        None => return Err(End::Malformed(format!("no Content-Length in {head:?}"))),
-    };
-    let body_at = end + 4;
-    let Some(body) = buf.get(body_at..body_at + len) else {
-        return Ok(None);
-    };
     let resp = HttpResponse {
         version,
         status,
         headers,
-        body: body.to_vec(),
+        body: Vec::new(),
     };
-    Ok(Some((resp, body_at + len)))
+    Ok(Some((resp, end + 4)))
 }
 
 // ---- a raw connection ---------------------------------------------------------
@@ -200,6 +209,19 @@ impl Peer {
         let deadline = Instant::now() + BOUND;
         loop {
             if let Some((resp, used)) = parse_response(&self.buf)? {
+                self.buf.drain(..used);
+                return Ok(resp);
+            }
+            self.fill(deadline)?;
+        }
+    }
+
+    /// The head of the next response (a stream's: its body has no end),
+    /// within [`BOUND`]; the body's bytes stay in `buf`.
+    pub fn read_response_head(&mut self) -> Result<HttpResponse, End> {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            if let Some((resp, used)) = parse_head(&self.buf)? {
                 self.buf.drain(..used);
                 return Ok(resp);
             }

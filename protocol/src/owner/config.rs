@@ -20,6 +20,10 @@ pub struct NamespaceConfig {
     pub volatile: bool,
     /// Subscribers per room; beyond it `RoomFull`.
     pub max_subscribers: usize,
+    /// Readers want the latest state, not every step (tickers, gauges): a
+    /// subscriber that falls behind gets the newest message of each room
+    /// instead of a growing queue, and sees the skipped offsets as a jump.
+    pub conflate: bool,
 }
 
 impl NamespaceConfig {
@@ -32,6 +36,7 @@ impl NamespaceConfig {
             client_publish: true,
             volatile: true,
             max_subscribers: 100_000,
+            conflate: false,
         }
     }
 

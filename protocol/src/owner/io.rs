@@ -59,6 +59,9 @@ pub enum Audience {
     Members {
         /// Best effort.
         volatile: bool,
+        /// The room's namespace conflates: a member that is behind gets the
+        /// newest message instead of every one.
+        conflate: bool,
     },
     /// Members that asked for presence, except the connection that caused it.
     Presence {

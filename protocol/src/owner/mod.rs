@@ -425,7 +425,11 @@ impl<O: Clone> RoomOwner<O> {
                 })
             });
             self.published(origin, Ok(Position { epoch, offset: 0 }));
-            self.deliver(&name, frame, Audience::Members { volatile: true }, Some(p.received));
+            let audience = Audience::Members {
+                volatile: true,
+                conflate: false,
+            };
+            self.deliver(&name, frame, audience, Some(p.received));
             return;
         }
         if let Some(key) = p.idempotency_key.as_deref()
@@ -594,7 +598,8 @@ impl<O: Clone> RoomOwner<O> {
     /// Runs one ready operation; gives it back if it must wait for a read.
     fn run(&mut self, now_ms: u64, name: &Arc<str>, op: Op<O>) -> Option<Op<O>> {
         let budget = self.config.replay_budget;
-        let history_cap = self.config.namespace(name).history;
+        let ns = self.config.namespace(name);
+        let (history_cap, conflate) = (ns.history, ns.conflate);
         let room = self.rooms.get_mut(name)?;
         match op {
             Op::Append {
@@ -619,7 +624,11 @@ impl<O: Clone> RoomOwner<O> {
                             result: Ok(position),
                             duplicate: false,
                         });
-                        self.deliver(name, frame, Audience::Members { volatile: false }, Some(received));
+                        let audience = Audience::Members {
+                            volatile: false,
+                            conflate,
+                        };
+                        self.deliver(name, frame, audience, Some(received));
                     }
                     Some(Err(_)) | None => {
                         room.skip_released(message.offset);

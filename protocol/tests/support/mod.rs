@@ -678,10 +678,14 @@ fn answer(server: &mut ServerSession, out: Output<u32>) {
         Output::Deliver {
             room, frame, audience, ..
         } => {
-            if let Audience::Members { volatile } = audience
+            if let Audience::Members { volatile, conflate } = audience
                 && server.rooms().any(|r| *r == *room)
             {
-                let _ = server.send(frame, volatile);
+                let _ = if conflate && !volatile {
+                    server.send_conflated(frame, &room)
+                } else {
+                    server.send(frame, volatile)
+                };
             }
         }
         Output::Answer { .. } | Output::Rooms { .. } | Output::Log(_) => {}
