@@ -194,6 +194,15 @@ fn serve(loaded: Loaded) -> ExitCode {
     let allowed_origins = config.allowed_origins.clone();
     let api_key = config.api_key.clone();
     let (shards, node_id) = (config.shards, config.node_id.clone());
+    // Before the node answers anything: a SIGTERM that arrives as soon as
+    // /health answers must drain the node, not kill the process.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("herald: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let node = match NodeHandle::spawn(config) {
         Ok(n) => n,
         Err(herald_gateway::StartError::Config(e)) => return config_error(&e),
@@ -225,25 +234,40 @@ fn serve(loaded: Loaded) -> ExitCode {
     );
     tracing::info!("history is kept in memory in this version; it does not survive a restart");
     let trigger = node.shutdown_handle();
-    match wait_for_signal() {
-        Ok(()) => tracing::info!("signal received: draining"),
-        Err(e) => tracing::error!(error = %e, "cannot wait for signals; stopping"),
-    }
+    signals.wait();
+    tracing::info!("signal received: draining");
     trigger.trigger();
     node.join();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-fn wait_for_signal() -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
-        }
-    })
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (term, int) = {
+            let _context = rt.enter();
+            (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
+        };
+        Ok(Self { rt, term, int })
+    }
+
+    fn wait(mut self) {
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        });
+    }
 }
 
 fn token(user: &str, rooms: Vec<String>, ttl: &str, admin: bool, config: &ConfigArgs) -> ExitCode {

@@ -246,3 +246,67 @@ async fn the_binary_drains_on_sigterm_and_exits_zero() {
     );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// A SIGTERM that arrives the moment `/health` first answers drains the
+/// node: the handler is in place before the node answers anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_right_after_health_answers_still_drains() {
+    for _ in 0..5 {
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let data_dir = std::env::temp_dir().join(format!("herald-early-term-{}-{port}", std::process::id()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        cmd.args(["serve", "--listen", &addr.to_string(), "--shards", "1", "--data-dir"])
+            .arg(&data_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HERALD_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = Reap(cmd.spawn().unwrap());
+        let deadline = Instant::now() + WAIT;
+        while try_get(addr, "/health").await != Some(200) {
+            assert!(child.0.try_wait().unwrap().is_none(), "herald exited early");
+            assert!(
+                Instant::now() < deadline,
+                "herald answers /health within the wait bound"
+            );
+            // Poll tightly: the first answer is what matters.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        // The handler is there already (SigCgt: caught signals, SIGTERM
+        // is 15), not installed some time after the node answers.
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap();
+        assert!(
+            caught & (1 << (15 - 1)) != 0,
+            "SIGTERM not caught yet when /health answered"
+        );
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let exit = loop {
+            if let Some(exit) = child.0.try_wait().unwrap() {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "herald exits within the wait bound");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(
+            exit.success(),
+            "drained and exited 0, not killed by the signal: {exit:?}"
+        );
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+}
