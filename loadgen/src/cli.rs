@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::coord::{self, RunOptions, fmt_us};
 use crate::plan::{Plan, Scenario};
 use crate::schedule::Step;
-use crate::target::Target;
+use crate::target::{Kind, Target};
 
 /// Sockets one process may hold here (open-file limit 20,000, minus room
 /// for the process's own files).
@@ -42,6 +42,11 @@ enum Cmd {
         /// How long to hold them (heartbeats are answered), e.g. 10s, 2m.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         hold: Duration,
+        /// sse:// only: streams are spread over this many rooms (stream g
+        /// reads room g mod N; default 1). WebSocket connections held by
+        /// `connect` join no room.
+        #[arg(long)]
+        rooms: Option<usize>,
     },
     /// Subscribers spread over rooms, publishers at an open-loop rate (or a
     /// series of rate steps, stopping at the first the target cannot keep
@@ -94,8 +99,9 @@ enum Cmd {
 #[derive(Args, Debug, Clone)]
 struct Common {
     /// Target URLs, comma-separated: ws://host:port/ws (Herald),
-    /// socketio://host:port (Socket.IO 4), quic://host:port (Herald over
-    /// QUIC). Connections go round-robin over them.
+    /// socketio://host:port (Socket.IO 4), sse://host:port (Herald's
+    /// Server-Sent Events; publishers use the node's /ws), quic://host:port
+    /// (Herald over QUIC). Connections go round-robin over them.
     #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
     target: String,
     /// Worker processes (each holds at most ~19,000 sockets here).
@@ -332,6 +338,21 @@ fn base_plan(common: &Common, scenario: Scenario, connections: usize) -> Result<
     })
 }
 
+fn connect_plan(common: &Common, connections: usize, hold: Duration, rooms: Option<usize>) -> Result<Plan> {
+    let mut p = base_plan(common, Scenario::Connect, connections)?;
+    p.hold = hold;
+    if let Some(rooms) = rooms {
+        if p.targets.first().is_some_and(|t| t.kind != Kind::Sse) {
+            bail!("--rooms applies to sse:// streams; WebSocket connections held by connect join no room");
+        }
+        if rooms == 0 {
+            bail!("--rooms must be at least 1");
+        }
+        p.rooms = rooms;
+    }
+    Ok(p)
+}
+
 fn fanout_plan(common: &Common, f: &FanoutArgs) -> Result<Plan> {
     if f.rooms == 0 || f.publishers == 0 || f.subscribers < f.rooms {
         bail!("need --rooms >= 1, --publishers >= 1 and --subscribers >= --rooms");
@@ -348,6 +369,12 @@ fn fanout_plan(common: &Common, f: &FanoutArgs) -> Result<Plan> {
 }
 
 fn chat_plan(common: &Common, c: &ChatArgs) -> Result<Plan> {
+    if Target::parse_list(&common.target)?
+        .first()
+        .is_some_and(|t| t.kind == Kind::Sse)
+    {
+        bail!("sse:// streams only read: use fanout or connect (chat users publish on the connection they read)");
+    }
     if c.rooms == 0 || c.users < 2 || c.rooms_per_user == 0 {
         bail!("need --users >= 2, --rooms >= 1, --rooms-per-user >= 1");
     }
@@ -454,10 +481,10 @@ pub fn main() -> Result<()> {
             common,
             connections,
             hold,
+            rooms,
         } => {
-            let mut p = base_plan(&common, Scenario::Connect, connections)?;
-            p.hold = hold;
-            let o = json!({"connections": connections, "hold_secs": hold.as_secs_f64()});
+            let p = connect_plan(&common, connections, hold, rooms)?;
+            let o = json!({"connections": connections, "hold_secs": hold.as_secs_f64(), "rooms": rooms});
             (common, p, "connect", o)
         }
         Cmd::Fanout { common, fanout, rates } => {
@@ -718,6 +745,37 @@ to = 0
         )
         .unwrap();
         assert!(file_plan(&path, &common).unwrap_err().to_string().contains("rate"));
+    }
+
+    #[test]
+    fn sse_targets_refuse_chat_and_spread_connect_streams_over_rooms() {
+        let sse = common(&["--target", "sse://127.0.0.1:1"]);
+        let e = chat_plan(&sse, &ChatArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("sse:// streams only read: use fanout or connect"), "{e}");
+        // ... and so does a chat scenario file.
+        let dir = std::env::temp_dir().join(format!("lg-sse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("chat.toml");
+        std::fs::write(
+            &path,
+            "scenario = \"chat\"\n[[phase]]\nname = \"x\"\nduration = \"1s\"\nrate = 1\n",
+        )
+        .unwrap();
+        let e = file_plan(&path, &sse).unwrap_err().to_string();
+        assert!(e.contains("sse:// streams only read"), "{e}");
+        let f = fanout_plan(&sse, &FanoutArgs::default()).unwrap();
+        assert!(f.is_stream(0) && !f.is_stream(f.subscribers));
+
+        let p = connect_plan(&sse, 10, Duration::ZERO, Some(4)).unwrap();
+        assert_eq!(p.rooms_of(6), vec![2]);
+        assert_eq!(
+            connect_plan(&sse, 10, Duration::ZERO, None).unwrap().rooms_of(6),
+            vec![0]
+        );
+        assert!(connect_plan(&sse, 10, Duration::ZERO, Some(0)).is_err());
+        let ws = common(&["--target", "ws://127.0.0.1:1/ws"]);
+        let e = connect_plan(&ws, 10, Duration::ZERO, Some(4)).unwrap_err().to_string();
+        assert!(e.contains("sse://"), "{e}");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! upgrade, handshake, join rooms, then send what the scenario says and
 //! turn what arrives into [`Ev`]s. One thread, no per-connection tasks, so
 //! the generator's own CPU per delivery stays small next to the target's.
+//!
+//! On an `sse://` run the connections that read are SSE streams (one GET,
+//! rooms in its query, then events until the target closes); those that
+//! publish are Herald WebSocket connections to the same node.
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +15,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::alarm::Alarm;
+use crate::sse;
 use crate::target::{Kind, Target};
 use crate::wire::{self, Incoming, Stamp};
 
@@ -44,6 +49,8 @@ pub struct Conn {
     /// When this connection was scheduled to open (connect latency base).
     pub due: Instant,
     next_request: u32,
+    /// An SSE stream's event parser (`None`: a WebSocket connection).
+    sse: Option<sse::Parser>,
 }
 
 /// What happened on a connection.
@@ -141,8 +148,9 @@ impl Fleet {
     }
 
     /// Starts connection number `global` (its target and source address
-    /// follow from the number, so workers spread the same way).
-    pub fn open(&mut self, global: usize, user: u64, rooms: Vec<u32>, due: Instant) -> usize {
+    /// follow from the number, so workers spread the same way); `stream`:
+    /// an SSE stream of `rooms` rather than a WebSocket connection.
+    pub fn open(&mut self, global: usize, user: u64, rooms: Vec<u32>, due: Instant, stream: bool) -> usize {
         let i = self.conns.len();
         let target = global % self.targets.len().max(1);
         let source = (!self.sources.is_empty()).then(|| self.sources[global % self.sources.len()]);
@@ -168,6 +176,7 @@ impl Fleet {
             user,
             due,
             next_request: wire::PUBLISH_BASE,
+            sse: stream.then(sse::Parser::default),
         };
         if let Some(sock) = c.sock.as_mut()
             && let Err(e) = self
@@ -210,10 +219,11 @@ impl Fleet {
         for i in 0..self.conns.len() {
             let c = &self.conns[i];
             if !matches!(c.state, State::Ready | State::Dead) && now.saturating_duration_since(c.due) > timeout {
-                let reason = match c.state {
-                    State::Connecting => "connect timeout",
-                    State::Upgrading => "upgrade timeout",
-                    State::Handshaking => "handshake timeout",
+                let reason = match (c.state, c.sse.is_some()) {
+                    (State::Connecting, _) => "connect timeout",
+                    (State::Upgrading, true) => "sse answer timeout",
+                    (State::Upgrading, false) => "upgrade timeout",
+                    (State::Handshaking, _) => "handshake timeout",
                     _ => "join timeout",
                 };
                 self.fail(i, reason.into());
@@ -260,7 +270,8 @@ impl Fleet {
         self.mask = self.mask.rotate_left(7) ^ 0x9e37_79b9;
         let mask = self.mask.to_ne_bytes();
         let c = &mut self.conns[i];
-        if c.out.len() > MAX_QUEUED {
+        // A stream's request went out whole; it takes nothing more.
+        if c.out.len() > MAX_QUEUED || c.sse.is_some() {
             return false;
         }
         wire::push_frame(&mut c.out, op, &payload, mask);
@@ -286,6 +297,9 @@ impl Fleet {
         }
         c.inbuf = Vec::new();
         c.out = Vec::new();
+        if let Some(p) = c.sse.as_mut() {
+            p.clear();
+        }
         let reason = if was_ready {
             format!("dropped: {reason}")
         } else {
@@ -352,7 +366,15 @@ impl Fleet {
             }
             c.state = State::Upgrading;
             let t = &self.targets[c.target];
-            let mut req = wire::upgrade_request(&t.host, &t.path);
+            let mut req = if c.sse.is_some() {
+                let rooms = c
+                    .rooms
+                    .iter()
+                    .map(|&r| self.room_names.get(r as usize).map_or("", String::as_str));
+                sse::request(&t.host, &t.path, rooms, &format!("lg-{}", c.user))
+            } else {
+                wire::upgrade_request(&t.host, t.ws_path())
+            };
             // The upgrade goes before anything queued while connecting.
             req.append(&mut c.out);
             c.out = req;
@@ -370,8 +392,20 @@ impl Fleet {
             let Some(sock) = c.sock.as_mut() else { break };
             match sock.read(&mut buf) {
                 Ok(0) => {
-                    closed = Some("closed by target".to_owned());
+                    // Closed before a stream started: what the answer said.
+                    let answer = (c.sse.is_some() && c.state == State::Upgrading).then(|| sse::answer(&c.inbuf, true));
+                    closed = Some(match answer {
+                        Some(sse::Answer::Refused(why)) => why,
+                        _ => "closed by target".to_owned(),
+                    });
                     break;
+                }
+                Ok(n) if c.sse.is_some() => {
+                    self.read_at_ns = crate::worker::unix_ns();
+                    self.on_stream_bytes(i, &buf[..n], now);
+                    if self.conns[i].state == State::Dead || n < buf.len() {
+                        break;
+                    }
                 }
                 Ok(n) => {
                     // Frames are handled chunk by chunk, so the buffer only
@@ -459,25 +493,78 @@ impl Fleet {
         c.inbuf = inbuf;
     }
 
+    /// What one read of an SSE stream brought: the answer's head, then
+    /// events. The parser keeps an unfinished line for the next read.
+    fn on_stream_bytes(&mut self, i: usize, bytes: &[u8], now: Instant) {
+        let Some(mut parser) = self.conns[i].sse.take() else {
+            return;
+        };
+        let result = self.stream_events(i, &mut parser, bytes, now);
+        self.conns[i].sse = Some(parser);
+        if let Err(why) = result {
+            self.fail(i, why);
+        }
+    }
+
+    fn stream_events(&mut self, i: usize, parser: &mut sse::Parser, bytes: &[u8], now: Instant) -> Result<(), String> {
+        let c = &mut self.conns[i];
+        if c.state == State::Upgrading {
+            c.inbuf.extend_from_slice(bytes);
+            match sse::answer(&c.inbuf, false) {
+                sse::Answer::Incomplete => return Ok(()),
+                sse::Answer::Refused(why) => return Err(why),
+                sse::Answer::Streaming(head) => {
+                    parser.push(&c.inbuf[head..]);
+                    c.inbuf = Vec::new();
+                    // The answer is the whole handshake: what is left is
+                    // one `subscribed` event per room.
+                    c.state = State::Joining;
+                    c.pending_joins = c.rooms.len();
+                }
+            }
+        } else {
+            parser.push(bytes);
+        }
+        while let Some(ev) = parser
+            .next_event()
+            .map_err(|sse::TooLong| format!("sse line over {} bytes", sse::MAX_LINE))?
+        {
+            match sse::read(&ev) {
+                sse::Incoming::Message { room, offset, payload } => {
+                    self.deliver(i, &room, Some(offset), payload.as_bytes());
+                }
+                sse::Incoming::Binary => self.out.push(Ev::Error("unstamped message".into())),
+                sse::Incoming::Subscribed => self.joined(i, now),
+                sse::Incoming::Refused(code) => return Err(format!("join refused: {code}")),
+                sse::Incoming::Close(code) => return Err(format!("sse close {code}")),
+                sse::Incoming::Undecodable => self.out.push(Ev::Error("undecodable sse event".into())),
+                sse::Incoming::Other => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, i: usize, room: &str, order: Option<u64>, payload: &[u8]) {
+        let Some(stamp) = wire::read_stamp(payload) else {
+            self.out.push(Ev::Error("unstamped message".into()));
+            return;
+        };
+        let room = room
+            .strip_prefix(self.room_prefix.as_str())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(u32::MAX);
+        self.out.push(Ev::Delivery {
+            conn: i,
+            room,
+            order,
+            stamp,
+            recv_unix_ns: self.read_at_ns,
+        });
+    }
+
     fn on_frame(&mut self, i: usize, op: u8, data: &[u8], now: Instant) {
         match wire::parse(self.kind, op, data) {
-            Incoming::Message(room, offset, payload) => {
-                let Some(stamp) = wire::read_stamp(payload) else {
-                    self.out.push(Ev::Error("unstamped message".into()));
-                    return;
-                };
-                let room = room
-                    .strip_prefix(self.room_prefix.as_str())
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(u32::MAX);
-                self.out.push(Ev::Delivery {
-                    conn: i,
-                    room,
-                    order: offset,
-                    stamp,
-                    recv_unix_ns: self.read_at_ns,
-                });
-            }
+            Incoming::Message(room, offset, payload) => self.deliver(i, room, offset, payload),
             Incoming::EngineOpen => {
                 self.send(i, wire::engine_connect());
             }

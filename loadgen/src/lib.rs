@@ -1,4 +1,5 @@
-//! `herald-loadgen`: an open-loop load generator for Herald, which also
+//! `herald-loadgen`: an open-loop load generator for Herald (WebSocket, or
+//! Server-Sent Events streams with WebSocket publishers), which also
 //! drives a Socket.IO 4 server so the two can be compared on one workload.
 //!
 //! - Open-loop schedules ([`schedule`]): each message is due at a time fixed
@@ -22,6 +23,7 @@ mod ping;
 pub mod plan;
 pub mod procstat;
 pub mod schedule;
+pub mod sse;
 pub mod target;
 pub mod wire;
 pub mod worker;

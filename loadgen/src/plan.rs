@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::schedule::{Step, mix};
-use crate::target::Target;
+use crate::target::{Kind, Target};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,9 +63,23 @@ impl Plan {
         g % self.workers.max(1) == self.index
     }
 
+    /// Whether connection `g` is an SSE stream: on sse:// runs, every
+    /// connection but fanout's publishers, which send over WebSocket.
+    pub fn is_stream(&self, g: usize) -> bool {
+        self.targets.first().is_some_and(|t| t.kind == Kind::Sse)
+            && match self.scenario {
+                Scenario::Connect => true,
+                Scenario::Fanout => g < self.subscribers,
+                Scenario::Chat => false,
+            }
+    }
+
     /// Rooms connection `g` joins when it connects.
     pub fn rooms_of(&self, g: usize) -> Vec<u32> {
         match self.scenario {
+            // A stream must name a room; a WebSocket connection held idle
+            // joins none.
+            Scenario::Connect if self.is_stream(g) => vec![(g % self.rooms.max(1)) as u32],
             Scenario::Connect => Vec::new(),
             Scenario::Fanout if g < self.subscribers => vec![(g % self.rooms) as u32],
             Scenario::Fanout => Vec::new(),
@@ -190,6 +204,23 @@ mod tests {
         }
         assert_eq!(p.rooms_of(3), vec![3]);
         assert!(p.rooms_of(55).is_empty());
+    }
+
+    #[test]
+    fn sse_runs_stream_to_readers_and_publish_over_websocket() {
+        let sse = vec![Target::parse("sse://127.0.0.1:1").unwrap()];
+        let mut p = test_plan(Scenario::Fanout);
+        p.targets = sse.clone();
+        assert!(p.is_stream(0) && p.is_stream(49));
+        assert!(!p.is_stream(50), "publishers are WebSocket connections");
+        assert_eq!(p.rooms_of(10), vec![3]);
+        let mut c = test_plan(Scenario::Connect);
+        c.targets = sse;
+        assert!(c.is_stream(59));
+        assert_eq!(c.rooms_of(9), vec![2], "stream g holds room g mod rooms");
+        c.targets = vec![Target::parse("ws://127.0.0.1:1").unwrap()];
+        assert!(!c.is_stream(0));
+        assert!(c.rooms_of(9).is_empty(), "held WebSocket connections join nothing");
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! What goes over a connection: WebSocket client framing, the payload
 //! stamp that carries a message's scheduled time, and the two target
 //! protocols (Herald's binary frames, Socket.IO's text packets).
+//!
+//! On an `sse://` run the WebSocket connections (the publishers) speak
+//! Herald, so `Kind::Sse` encodes and parses as `Kind::Herald` here; the
+//! streams themselves are read by [`crate::sse`].
 
 use herald_protocol::wire::{self, BodyT};
 use herald_protocol::{DecodeLimits, PublishRef, decode, with_encoder};
@@ -140,7 +144,7 @@ pub const PUBLISH_BASE: u32 = 1 << 20;
 
 pub fn parse<'a>(kind: Kind, opcode: u8, data: &'a [u8]) -> Incoming<'a> {
     match (kind, opcode) {
-        (Kind::Herald, OP_BINARY) => parse_herald(data),
+        (Kind::Herald | Kind::Sse, OP_BINARY) => parse_herald(data),
         (Kind::SocketIo, OP_TEXT) => std::str::from_utf8(data).map_or(Incoming::Other, parse_socketio),
         _ => Incoming::Other,
     }
@@ -237,7 +241,7 @@ pub type Outgoing = (u8, Vec<u8>);
 
 pub fn hello(kind: Kind, token: &str) -> Option<Outgoing> {
     match kind {
-        Kind::Herald => {
+        Kind::Herald | Kind::Sse => {
             let mut connect = wire::ConnectT::default();
             connect.protocol = Some(herald_protocol::PROTOCOL_VERSION.into());
             connect.token = Some(token.into());
@@ -259,7 +263,7 @@ pub fn engine_connect() -> Outgoing {
 
 pub fn join(kind: Kind, request_id: u32, room: &str, presence: bool) -> Outgoing {
     match kind {
-        Kind::Herald => {
+        Kind::Herald | Kind::Sse => {
             let mut s = wire::SubscribeT::default();
             s.room = room.into();
             s.presence = presence;
@@ -277,7 +281,7 @@ pub fn join(kind: Kind, request_id: u32, room: &str, presence: bool) -> Outgoing
 
 pub fn leave(kind: Kind, request_id: u32, room: &str) -> Outgoing {
     match kind {
-        Kind::Herald => {
+        Kind::Herald | Kind::Sse => {
             let mut s = wire::UnsubscribeT::default();
             s.room = room.into();
             (
@@ -294,7 +298,7 @@ pub fn leave(kind: Kind, request_id: u32, room: &str) -> Outgoing {
 
 pub fn publish(kind: Kind, request_id: u32, room: &str, payload: &[u8]) -> Outgoing {
     match kind {
-        Kind::Herald => {
+        Kind::Herald | Kind::Sse => {
             let p = PublishRef {
                 room,
                 payload,
@@ -317,7 +321,7 @@ pub fn publish(kind: Kind, request_id: u32, room: &str, payload: &[u8]) -> Outgo
 
 pub fn typing(kind: Kind, room: &str) -> Outgoing {
     match kind {
-        Kind::Herald => {
+        Kind::Herald | Kind::Sse => {
             let mut t = wire::TypingT::default();
             t.room = room.into();
             t.active = true;
@@ -332,7 +336,7 @@ pub fn typing(kind: Kind, room: &str) -> Outgoing {
 
 pub fn pong(kind: Kind, nonce: u64) -> Outgoing {
     match kind {
-        Kind::Herald => (OP_BINARY, with_encoder(|e| e.pong(nonce)).to_vec()),
+        Kind::Herald | Kind::Sse => (OP_BINARY, with_encoder(|e| e.pong(nonce)).to_vec()),
         Kind::SocketIo => (OP_TEXT, b"3".to_vec()),
     }
 }

@@ -226,7 +226,7 @@ impl<E: FnMut(Report)> Worker<E> {
             while next < mine.len() && due(mine[next]) <= now && self.fleet.in_progress() < self.plan.connect_window {
                 let g = mine[next];
                 let rooms = self.plan.rooms_of(g);
-                self.fleet.open(g, g as u64, rooms, due(g));
+                self.fleet.open(g, g as u64, rooms, due(g), self.plan.is_stream(g));
                 self.globals.push(g);
                 next += 1;
             }
