@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use crate::link::{FrameAction, WsFraming};
-use crate::{handshake, http, ws};
+use crate::{handshake, http, sse, statics, ws};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
@@ -73,6 +73,38 @@ proptest! {
             if let Some(p) = f.take_pong() {
                 prop_assert!(p.len() <= 300);
             }
+        }
+    }
+
+    #[test]
+    fn any_sse_query_and_id_is_a_stream_or_a_400(
+        query in "[ -~]{0,300}",
+        last_id in "[0-9.,a-z]{0,80}",
+        cookie in "[ -~]{0,80}",
+    ) {
+        let req = format!("GET /sse?{query} HTTP/1.1\r\nHost: h\r\nLast-Event-ID: {last_id}\r\nCookie: {cookie}\r\n\r\n");
+        if let Ok(Some(head)) = http::parse_head(req.as_bytes()) {
+            match sse::parse_request(&head, 8, 64) {
+                Ok(r) => {
+                    prop_assert!(r.rooms.len() <= 8 && (!r.rooms.is_empty() || r.notifications));
+                    prop_assert!(r.resume.as_ref().is_none_or(|p| p.len() == r.rooms.len()));
+                }
+                Err(resp) => prop_assert_eq!(resp.status, 400),
+            }
+        }
+    }
+
+    #[test]
+    fn no_app_path_leaves_the_static_directory(path in "[./a-z%0-9]{0,40}") {
+        let dir = std::env::temp_dir().join("herald-props-static/site");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), "in").unwrap();
+        std::fs::write(dir.parent().unwrap().join("secret.txt"), "out").unwrap();
+        let req = format!("GET /app/{path} HTTP/1.1\r\nHost: h\r\n\r\n");
+        if let Ok(Some(head)) = http::parse_head(req.as_bytes()) {
+            let resp = statics::serve(&dir, &head);
+            prop_assert!(resp.body != b"out", "served a file outside: /app/{}", path);
+            prop_assert!(matches!(resp.status, 200 | 404 | 413));
         }
     }
 }
