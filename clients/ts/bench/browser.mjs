@@ -6,15 +6,17 @@
 //    without rendering; nothing may be lost or reordered; the page's heap
 //    after a full GC, before and after.
 // Run from clients/ts after `cargo build --release -p herald-gateway` and
-// `npm run build`:  node --experimental-websocket bench/browser.mjs [N]
+// `npm run build`:  node --experimental-websocket bench/browser.mjs [N] [PAYLOAD_BYTES]
 import { execFileSync } from "node:child_process";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Herald } from "../dist/clients/ts/src/index.js";
 import { startNode, waitFor } from "../test/helpers.mjs";
 import { heapUsed, publishMany } from "../test/browser/load.mjs";
 import { CHROMIUM, launch, page, site } from "../test/browser/site.mjs";
 
 const N = Number(process.argv[2] ?? 100000);
-const PAYLOAD = 100;
+const PAYLOAD = Number(process.argv[3] ?? 100);
 const dir = await site();
 const node = await startNode({
   args: ["--static-dir", dir.dir],
@@ -59,6 +61,35 @@ try {
     heapAfterBytes: heapAfter,
   };
   await p.context().close();
+
+  // The page reads nothing while the publisher runs, then drains the
+  // backlog alone: the page's own rate, not the publisher's. Side by side
+  // with a bare WebSocket that only counts (the browser's floor), twice.
+  out.drain = [];
+  for (const round of [1, 2]) {
+    for (const kind of ["floor", "throughput"]) {
+      const room = `chat:drain-${kind}-${round}`;
+      const q = await page(browser);
+      await q.goto(`${node.base}/app/${kind}.html?room=${room}`);
+      await q.evaluate(() => window.ready);
+      await q.evaluate(() => window.hold(60000));
+      const writer = new Herald(node.url, { token: "writer" });
+      await publishMany(writer, room, N, PAYLOAD);
+      writer.close();
+      writeFileSync(join(dir.dir, "go.txt"), "go");
+      await waitFor(() => q.evaluate((n) => stats.n >= n, N), 120000, "every message in the page");
+      const d = await q.evaluate(() => stats);
+      rmSync(join(dir.dir, "go.txt"));
+      out.drain.push({
+        page: kind === "floor" ? "bare WebSocket (floor)" : "herald-client",
+        received: d.n,
+        outOfOrder: d.outOfOrder,
+        firstAfterHold: d.first >= d.heldUntil,
+        perSec: Math.round((d.n / (d.last - d.first)) * 1000),
+      });
+      await q.context().close();
+    }
+  }
 } finally {
   await browser.close();
   await node.stop();

@@ -53,6 +53,19 @@ export const srv = {
   raw: (rid, type) => frame(rid, type, (b) => w.Pong.createPong(b, 0n)),
 };
 
+/** Client frames, for pages that speak to a node without the client. */
+export const cli = {
+  /** `Connect` resuming `room` from nothing (a plain subscribe). */
+  connect: (token, room) => {
+    const b = new Builder(256);
+    const entry = w.RoomPosition.createRoomPosition(b, b.createString(room), 0n, 0n, false);
+    const resume = w.Connect.createResumeVector(b, [entry]);
+    const connect = w.Connect.createConnect(b, b.createString("herald/1"), b.createString(token), 0, 0, resume);
+    w.Frame.finishFrameBuffer(b, w.Frame.createFrame(b, 1, Body.Connect, connect));
+    return b.asUint8Array().slice();
+  },
+};
+
 function message(b, room, epoch, offset, text, volatile, publisher) {
   const p = b.createByteVector(new TextEncoder().encode(text));
   return w.Message.createMessage(b, b.createString(room), epoch, offset, b.createString(publisher), 0n, p, 0, volatile);
