@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use herald_protocol::owner::{
-    Answer, Audience, Input, LogDone, LogError, LogRequest, Member, NamespaceConfig, Output, OwnerConfig, Query,
-    ReadPage, RoomOwner, Stored,
+    Answer, Audience, DurableHead, Input, LogDone, LogError, LogRequest, Member, NamespaceConfig, Output, OwnerConfig,
+    Query, ReadPage, RoomOwner, Stored,
 };
 use herald_protocol::{ErrorCode, Position};
 
@@ -17,6 +17,7 @@ const T0: u64 = 1_700_000_000_000;
 fn config() -> OwnerConfig {
     OwnerConfig {
         epoch: 7,
+        durable_store: true,
         shards: 4,
         max_rooms: 3,
         dedup_per_room: 100,
@@ -26,7 +27,10 @@ fn config() -> OwnerConfig {
             history: 5,
             ..NamespaceConfig::general()
         },
-        namespaces: vec![("user".into(), NamespaceConfig::defaults().swap_remove(3).1)],
+        namespaces: vec![
+            ("user".into(), NamespaceConfig::defaults().swap_remove(3).1),
+            ("game".into(), NamespaceConfig::defaults().swap_remove(2).1),
+        ],
     }
 }
 
@@ -40,6 +44,10 @@ struct Harness {
     log: Vec<LogRequest>,
     /// Every other output, in order.
     out: Vec<Output<u32>>,
+    /// What the store answers to a head read at once (None: a room it
+    /// never held); `hold_heads` keeps head reads in `log` instead.
+    head: Option<DurableHead>,
+    hold_heads: bool,
 }
 
 fn harness() -> Harness {
@@ -49,6 +57,8 @@ fn harness() -> Harness {
         received: Instant::now(),
         log: Vec::new(),
         out: Vec::new(),
+        head: None,
+        hold_heads: false,
     }
 }
 
@@ -71,6 +81,11 @@ impl Harness {
         self.owner.handle(self.now_ms, input);
         while let Some(o) = self.owner.poll_output() {
             match o {
+                Output::Log(LogRequest::Head { ticket, room }) if !self.hold_heads => {
+                    let result = Ok(self.head);
+                    self.owner
+                        .handle(self.now_ms, Input::Log(LogDone::Head { ticket, room, result }));
+                }
                 Output::Log(r) => self.log.push(r),
                 o => self.out.push(o),
             }
@@ -147,6 +162,11 @@ impl Harness {
                 room,
                 result: Ok(ReadPage::default()),
             },
+            LogRequest::Head { ticket, room } => LogDone::Head {
+                ticket,
+                room,
+                result: Ok(self.head),
+            },
         };
         self.handle(Input::Log(done));
     }
@@ -158,7 +178,7 @@ impl Harness {
         self.handle(Input::Log(LogDone::Appended {
             ticket,
             room,
-            result: Err(LogError("disk full".into())),
+            result: Err(LogError::Failed("disk full".into())),
         }));
     }
 
@@ -671,4 +691,215 @@ fn a_room_whose_store_is_behind_refuses_more_work_instead_of_growing() {
     h.publish(12, "again", None);
     h.complete_all();
     assert_eq!(summary(&h.take()), ["ack 12 at 5"]);
+}
+
+// ---- durable rooms: loading the head, typed store errors, memory-only namespaces ----
+
+#[test]
+fn a_room_loaded_from_the_store_continues_its_epoch_after_its_last_offset() {
+    let mut h = harness();
+    h.head = Some(DurableHead {
+        epoch: 3,
+        last_offset: 41,
+    });
+    h.join(1, member(0, 1), "ann");
+    assert_eq!(summary(&h.take_quiet()), ["joined 1 at 41 recovered=false history=[]"]);
+    h.publish(2, "after the restart", None);
+    assert!(
+        matches!(&h.log[..], [LogRequest::Append { message, epoch: 3, .. }] if message.offset == 42),
+        "{:?}",
+        h.log
+    );
+    h.complete_all();
+    assert_eq!(summary(&h.take()), ["ack 2 at 42", "message to shard 0"]);
+    assert_eq!(h.owner.position(ROOM), Some(Position { epoch: 3, offset: 42 }));
+}
+
+#[test]
+fn a_resume_after_a_restart_is_read_from_the_store_and_recovered() {
+    let mut h = harness();
+    h.head = Some(DurableHead {
+        epoch: 3,
+        last_offset: 10,
+    });
+    h.join_with(1, member(0, 1), "ann", 0, Some(Position { epoch: 3, offset: 7 }));
+    let [
+        LogRequest::Read {
+            ticket, range, epoch, ..
+        },
+    ] = &h.log[..]
+    else {
+        panic!("{:?}", h.log);
+    };
+    assert_eq!((range.after, range.newest, *epoch), (7, false, 3));
+    let ticket = *ticket;
+    h.log.clear();
+    let page = ReadPage {
+        messages: vec![stored(8, "m8"), stored(9, "m9"), stored(10, "m10")],
+        complete: true,
+        more: false,
+    };
+    h.handle(Input::Log(LogDone::Read {
+        ticket,
+        room: Arc::from(ROOM),
+        result: Ok(page),
+    }));
+    assert_eq!(
+        summary(&h.take_quiet()),
+        ["joined 1 at 10 recovered=true history=[8, 9, 10]"]
+    );
+}
+
+#[test]
+fn everything_a_loading_room_receives_waits_and_runs_in_order() {
+    let mut h = harness();
+    h.hold_heads = true;
+    h.join(1, member(0, 1), "ann");
+    h.publish(2, "first", None);
+    h.leave(member(0, 1));
+    h.join(3, member(1, 3), "bob");
+    assert!(h.take().is_empty(), "nothing runs before the head is known");
+    let [LogRequest::Head { ticket, room }] = &h.log[..] else {
+        panic!("one head read for the room: {:?}", h.log);
+    };
+    let (ticket, room) = (*ticket, room.clone());
+    h.log.clear();
+    h.handle(Input::Log(LogDone::Head {
+        ticket,
+        room,
+        result: Ok(Some(DurableHead {
+            epoch: 9,
+            last_offset: 5,
+        })),
+    }));
+    // ann joined at 5 and left before the publish completed, so the message
+    // goes only to bob's shard; bob's answer waits behind the append.
+    h.complete_all();
+    assert_eq!(
+        summary(&h.take_quiet()),
+        [
+            "joined 1 at 5 recovered=false history=[]",
+            "ack 2 at 6",
+            "message to shard 1",
+            "joined 3 at 6 recovered=false history=[]"
+        ]
+    );
+    assert_eq!(h.owner.position(ROOM), Some(Position { epoch: 9, offset: 6 }));
+    assert_eq!(h.owner.subscribers(ROOM), 1);
+}
+
+#[test]
+fn a_failed_head_read_refuses_what_waited_and_the_next_use_asks_again() {
+    let mut h = harness();
+    h.hold_heads = true;
+    h.join(1, member(0, 1), "ann");
+    h.publish(2, "x", None);
+    let [LogRequest::Head { ticket, room }] = &h.log[..] else {
+        panic!("{:?}", h.log);
+    };
+    let (ticket, room) = (*ticket, room.clone());
+    h.log.clear();
+    h.handle(Input::Log(LogDone::Head {
+        ticket,
+        room,
+        result: Err(LogError::Failed("disk gone".into())),
+    }));
+    assert_eq!(
+        summary(&h.take()),
+        ["join 1 refused Unavailable", "publish 2 refused Unavailable"]
+    );
+    assert_eq!(h.owner.room_count(), 0, "the room is forgotten");
+    h.publish(3, "y", None);
+    assert!(matches!(&h.log[..], [LogRequest::Head { .. }]), "{:?}", h.log);
+}
+
+#[test]
+fn a_loading_room_holds_a_bounded_number_of_inputs() {
+    let mut h = harness();
+    h.hold_heads = true;
+    // max_pending_per_room is 16.
+    for i in 0..20 {
+        h.publish(i, "x", None);
+    }
+    let refused = summary(&h.take());
+    assert_eq!(
+        refused,
+        vec![
+            "publish 16 refused Unavailable",
+            "publish 17 refused Unavailable",
+            "publish 18 refused Unavailable",
+            "publish 19 refused Unavailable"
+        ]
+    );
+}
+
+#[test]
+fn a_full_store_queue_is_overloaded_and_a_store_failure_unavailable() {
+    let mut h = harness();
+    h.publish(1, "a", None);
+    h.publish(2, "b", None);
+    let tickets: Vec<_> = h
+        .log
+        .drain(..)
+        .map(|r| match r {
+            LogRequest::Append { ticket, .. } => ticket,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    h.handle(Input::Log(LogDone::Appended {
+        ticket: tickets[0],
+        room: Arc::from(ROOM),
+        result: Err(LogError::Overloaded),
+    }));
+    h.handle(Input::Log(LogDone::Appended {
+        ticket: tickets[1],
+        room: Arc::from(ROOM),
+        result: Err(LogError::Failed("no space left on device".into())),
+    }));
+    assert_eq!(
+        summary(&h.take()),
+        ["publish 1 refused Overloaded", "publish 2 refused Unavailable"]
+    );
+    // Nothing was acknowledged, so the offsets are free again... and the
+    // next message takes the next one after what was released.
+    h.publish(3, "c", None);
+    h.complete_all();
+    assert_eq!(summary(&h.take()), ["ack 3 at 3"]);
+}
+
+#[test]
+fn a_memory_only_namespace_never_waits_for_the_store() {
+    let mut h = harness();
+    // `game` is not durable by default.
+    let room: Arc<str> = Arc::from("game:arena");
+    h.handle(Input::Join {
+        origin: 1,
+        member: member(0, 1),
+        room: room.clone(),
+        user: Arc::from("ann"),
+        history: 0,
+        recover: None,
+        presence: false,
+    });
+    h.handle(Input::Publish {
+        origin: 2,
+        room: room.clone(),
+        user: Arc::from("ann"),
+        payload: Bytes::from_static(b"pos"),
+        content_type: None,
+        volatile: false,
+        idempotency_key: None,
+        from_server: false,
+        received: h.received,
+    });
+    assert!(h.log.is_empty(), "no head, no append: {:?}", h.log);
+    assert_eq!(
+        summary(&h.take_quiet()),
+        [
+            "joined 1 at 0 recovered=false history=[]",
+            "ack 2 at 1",
+            "message to shard 0"
+        ]
+    );
+    assert_eq!(h.owner.position(&room), Some(Position { epoch: 7, offset: 1 }));
 }

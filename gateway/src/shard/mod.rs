@@ -149,6 +149,8 @@ impl Shard {
         let config = &shared.config;
         let owner = OwnerConfig {
             epoch: epoch_base(crate::unix_ms(), id),
+            // History lives in the owners' memory windows only.
+            durable_store: false,
             shards: shards as u32,
             max_rooms: config.max_rooms.div_ceil(shards),
             dedup_per_room: config.dedup_per_room,

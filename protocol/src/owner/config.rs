@@ -24,6 +24,15 @@ pub struct NamespaceConfig {
     /// subscriber that falls behind gets the newest message of each room
     /// instead of a growing queue, and sees the skipped offsets as a jump.
     pub conflate: bool,
+    /// Messages are kept by the node's log store (on disk with the embedded
+    /// store): acknowledged means stored, and history survives restarts.
+    /// Off for volatile rooms (typing, game state): they stay in memory,
+    /// acknowledged at once, as fast as a node without storage.
+    pub durable: bool,
+    /// Messages the log store keeps per room (None: no bound by count).
+    pub retain_messages: Option<u64>,
+    /// Stored messages older than this are removed (None: no bound by age).
+    pub retain_max_age: Option<Duration>,
 }
 
 impl NamespaceConfig {
@@ -37,14 +46,19 @@ impl NamespaceConfig {
             volatile: true,
             max_subscribers: 100_000,
             conflate: false,
+            durable: true,
+            retain_messages: None,
+            retain_max_age: None,
         }
     }
 
     /// The namespaces a node has unless configured otherwise: `chat`
-    /// (clients publish, presence, 1,000 messages), `dash` (dashboards: the
-    /// server publishes, 100 messages, no presence), `game` (clients publish
-    /// volatile state, 100 messages, presence) and `user` (per-user delivery:
-    /// the server publishes, 100 messages, no presence).
+    /// (clients publish, presence, 1,000 messages in memory, every message
+    /// stored), `dash` (dashboards: the server publishes, 100 messages, no
+    /// presence, 10,000 stored per room), `game` (clients publish volatile
+    /// state, 100 messages, presence, not stored) and `user` (per-user
+    /// delivery: the server publishes, 100 messages, no presence, 1,000
+    /// stored per user).
     pub fn defaults() -> Vec<(String, NamespaceConfig)> {
         let general = Self::general();
         vec![
@@ -55,6 +69,7 @@ impl NamespaceConfig {
                     history: 100,
                     presence: false,
                     client_publish: false,
+                    retain_messages: Some(10_000),
                     ..general.clone()
                 },
             ),
@@ -62,6 +77,7 @@ impl NamespaceConfig {
                 "game".into(),
                 Self {
                     history: 100,
+                    durable: false,
                     ..general.clone()
                 },
             ),
@@ -71,6 +87,7 @@ impl NamespaceConfig {
                     history: 100,
                     presence: false,
                     client_publish: false,
+                    retain_messages: Some(1_000),
                     ..general
                 },
             ),
@@ -85,6 +102,12 @@ pub struct OwnerConfig {
     /// earlier owner of the same rooms whose history was lost, so resuming
     /// clients are told `recovered = false`.
     pub epoch: u64,
+    /// The log store beneath keeps history across restarts: rooms of
+    /// durable namespaces load their head from it when first used (and
+    /// continue its epoch), and append through it before acknowledging.
+    /// False on a node that keeps history only in memory: no room waits for
+    /// the store.
+    pub durable_store: bool,
     /// Shards of the node: a message to `user:U` goes to every one of them,
     /// since each connection of U is a member there without joining.
     pub shards: u32,

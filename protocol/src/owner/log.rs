@@ -94,8 +94,26 @@ pub struct ReadPage {
 
 /// Why a log store could not do what it was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("log store: {0}")]
-pub struct LogError(pub String);
+pub enum LogError {
+    /// The store's queue is full: nothing was done (the publisher is told
+    /// `Overloaded` and retries).
+    #[error("log store: queue full")]
+    Overloaded,
+    /// The store failed (an I/O error, a full disk, an unreachable
+    /// cluster): nothing is known to be durable.
+    #[error("log store: {0}")]
+    Failed(String),
+}
+
+/// What the store knows durably of a room: a room loaded from it continues
+/// this epoch after this offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableHead {
+    /// The room's epoch.
+    pub epoch: u64,
+    /// The last offset stored in it.
+    pub last_offset: u64,
+}
 
 /// Work for the log store, emitted by the owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +129,14 @@ pub enum LogRequest {
         epoch: u64,
         /// The message, its offset already assigned.
         message: Stored,
+    },
+    /// Read what the store knows of `room` (asked once, when the owner
+    /// first uses a durable room).
+    Head {
+        /// Answer with this ticket.
+        ticket: Ticket,
+        /// Room name.
+        room: Arc<str>,
     },
     /// Read messages of `room` the owner's memory window does not hold.
     Read {
@@ -146,13 +172,22 @@ pub enum LogDone {
         /// The page, or why not.
         result: Result<ReadPage, LogError>,
     },
+    /// A head read finished.
+    Head {
+        /// The request's ticket.
+        ticket: Ticket,
+        /// Room name.
+        room: Arc<str>,
+        /// The head (None: the store never held the room), or why not.
+        result: Result<Option<DurableHead>, LogError>,
+    },
 }
 
 impl LogDone {
     /// The room the answer is for.
     pub fn room(&self) -> &Arc<str> {
         match self {
-            LogDone::Appended { room, .. } | LogDone::Read { room, .. } => room,
+            LogDone::Appended { room, .. } | LogDone::Read { room, .. } | LogDone::Head { room, .. } => room,
         }
     }
 }

@@ -35,7 +35,7 @@ use crate::{MessageRef, Position};
 
 pub use config::{NamespaceConfig, OwnerConfig, namespace_of};
 pub use io::{Answer, Audience, Input, Joined, Output, PresenceSnapshot, Query, Refusal, RoomInfo};
-pub use log::{LogDone, LogError, LogRequest, ReadPage, ReadRange, Stored, Ticket};
+pub use log::{DurableHead, LogDone, LogError, LogRequest, ReadPage, ReadRange, Stored, Ticket};
 use replay::{history_needs_store, join_read_range, resolve_history, resolve_join};
 use room::Room;
 
@@ -44,6 +44,18 @@ pub const PRESENCE_LIST_MAX: usize = 100;
 
 /// Why a room refuses work while its log store is behind.
 const BEHIND: &str = "the room's log is behind; retry shortly";
+
+/// Why a publish failed in the log store.
+const NOT_STORED: &str = "the message could not be stored";
+
+/// The wire refusal for a log store failure: a full queue is `Overloaded`
+/// (nothing was tried), a failure `Unavailable`.
+fn refusal_for(e: &LogError) -> (ErrorCode, &'static str) {
+    match e {
+        LogError::Overloaded => (ErrorCode::Overloaded, "the node's storage queue is full; retry shortly"),
+        LogError::Failed(_) => (ErrorCode::Unavailable, NOT_STORED),
+    }
+}
 
 /// A connection as the owner knows it: the shard it lives on and an id that
 /// is unique there for the connection's whole life (a reused slot gets a new
@@ -201,6 +213,9 @@ impl<O: Clone> RoomOwner<O> {
     /// Handles one input at wall-clock time `now_ms` (ms since the Unix
     /// epoch: message timestamps and history age).
     pub fn handle(&mut self, now_ms: u64, input: Input<O>) {
+        let Some(input) = self.defer_while_loading(input) else {
+            return;
+        };
         match input {
             Input::Join {
                 origin,
@@ -259,17 +274,117 @@ impl<O: Clone> RoomOwner<O> {
         }
     }
 
-    /// The room, created if this owner has room for one more.
+    /// The room, created if this owner has room for one more. A durable
+    /// room starts loading its head from the store (see
+    /// [`defer_while_loading`](Self::defer_while_loading)).
     fn room_entry(&mut self, name: &Arc<str>) -> Option<&mut Room<O>> {
         if !self.rooms.contains_key(name) {
             if self.rooms.len() >= self.config.max_rooms {
                 return None;
             }
             let ns = self.config.namespace(name);
-            let room = Room::new(self.config.epoch, ns, self.config.dedup_per_room);
+            let room = if self.config.durable_store && ns.durable {
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                self.outputs.push_back(Output::Log(LogRequest::Head {
+                    ticket,
+                    room: name.clone(),
+                }));
+                Room::loading(ns, self.config.dedup_per_room)
+            } else {
+                Room::new(self.config.epoch, ns, self.config.dedup_per_room)
+            };
             self.rooms.insert(name.clone(), room);
         }
         self.rooms.get_mut(name)
+    }
+
+    /// Holds back an input for a room whose head is still being read (its
+    /// epoch and last offset are unknown until then), creating and loading
+    /// a durable room that a join, a publish or a history read is the first
+    /// to use. Held inputs run in their order once the head arrives.
+    /// Returns the input when it can run now.
+    fn defer_while_loading(&mut self, input: Input<O>) -> Option<Input<O>> {
+        let (name, creates) = match &input {
+            Input::Join { room, .. } | Input::Publish { room, .. } => (room, true),
+            // A history read loads a room only for what the store holds.
+            Input::Query {
+                room,
+                query: Query::History { .. },
+                ..
+            } => (room, self.config.durable_store && self.config.namespace(room).durable),
+            Input::Query { room, .. } | Input::Leave { room, .. } | Input::Typing { room, .. } => (room, false),
+            Input::ListRooms { .. } | Input::Log(_) => return Some(input),
+        };
+        let name = name.clone();
+        if creates && !self.rooms.contains_key(&name) {
+            // Over the room limit nothing is created: the input's own path
+            // refuses it.
+            let _ = self.room_entry(&name);
+        }
+        let max_pending = self.config.max_pending_per_room;
+        let Some(room) = self.rooms.get_mut(&name).filter(|r| r.loading) else {
+            return Some(input);
+        };
+        if room.deferred.len() < max_pending {
+            room.deferred.push_back(input);
+        } else {
+            self.refuse(input, ErrorCode::Unavailable, BEHIND);
+        }
+        None
+    }
+
+    /// Answers an input that cannot run (nothing waits for a leave or a
+    /// typing indicator).
+    fn refuse(&mut self, input: Input<O>, code: ErrorCode, message: &'static str) {
+        let out = match input {
+            Input::Join {
+                origin, room, presence, ..
+            } => Output::JoinResult {
+                origin,
+                room,
+                presence,
+                result: Err(Refusal::new(code, message)),
+            },
+            Input::Publish { origin, .. } => Output::PublishResult {
+                origin,
+                result: Err(Refusal::new(code, message)),
+                duplicate: false,
+            },
+            Input::Query { origin, room, .. } => Output::Answer {
+                origin,
+                room,
+                answer: Answer::Unavailable,
+            },
+            Input::Leave { .. } | Input::Typing { .. } | Input::ListRooms { .. } | Input::Log(_) => return,
+        };
+        self.outputs.push_back(out);
+    }
+
+    /// The head of a loading room arrived: the room takes its epoch and
+    /// offset, then runs what waited. A failed read refuses what waited and
+    /// forgets the room, so the next use asks again.
+    fn head_done(&mut self, now_ms: u64, name: &Arc<str>, result: Result<Option<DurableHead>, LogError>) {
+        let epoch = self.config.epoch;
+        let Some(room) = self.rooms.get_mut(name).filter(|r| r.loading) else {
+            return;
+        };
+        let waiting = std::mem::take(&mut room.deferred);
+        match result {
+            Ok(head) => {
+                room.loaded(head.map(|h| (h.epoch, h.last_offset)), epoch);
+                for input in waiting {
+                    self.handle(now_ms, input);
+                }
+            }
+            Err(e) => {
+                self.rooms.remove(name);
+                let (code, message) = refusal_for(&e);
+                for input in waiting {
+                    self.refuse(input, code, message);
+                }
+            }
+        }
     }
 
     fn ticket(&mut self) -> Ticket {
@@ -291,6 +406,10 @@ impl<O: Clone> RoomOwner<O> {
     /// Asks the log store for `range` of `name`; the operation waits for
     /// the answer.
     fn ask_store(&mut self, name: &Arc<str>, range: ReadRange) -> Read {
+        if !self.rooms.get(name).is_some_and(|r| r.durable) {
+            // Nothing of the room is stored: the window is all there is.
+            return Read::Done(Ok(ReadPage::default()));
+        }
         let ticket = self.ticket();
         let epoch = room_epoch(&self.rooms, name);
         self.outputs.push_back(Output::Log(LogRequest::Read {
@@ -463,14 +582,22 @@ impl<O: Clone> RoomOwner<O> {
             };
             room.remember_key(&message.publisher, k, position);
         }
+        let durable = room.durable;
+        let waiting = !room.ops.is_empty();
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        self.outputs.push_back(Output::Log(LogRequest::Append {
-            ticket,
-            room: name.clone(),
-            epoch,
-            message: message.clone(),
-        }));
+        let outcome = if durable {
+            self.outputs.push_back(Output::Log(LogRequest::Append {
+                ticket,
+                room: name.clone(),
+                epoch,
+                message: message.clone(),
+            }));
+            None
+        } else {
+            // Memory only: in the window is as stored as it gets.
+            Some(Ok(()))
+        };
         let op = Op::Append {
             ticket,
             origin,
@@ -478,10 +605,14 @@ impl<O: Clone> RoomOwner<O> {
             frame,
             key,
             received: p.received,
-            outcome: None,
+            outcome,
         };
-        if let Some(room) = self.rooms.get_mut(&name) {
-            room.ops.push_back(op);
+        if durable {
+            if let Some(room) = self.rooms.get_mut(&name) {
+                room.ops.push_back(op);
+            }
+        } else {
+            self.enqueue(now_ms, &name, op, waiting);
         }
     }
 
@@ -563,6 +694,10 @@ impl<O: Clone> RoomOwner<O> {
                     *read = Read::Done(result);
                 }
             }
+            LogDone::Head { result, .. } => {
+                self.head_done(now_ms, &name, result);
+                return;
+            }
         }
         self.release(now_ms, &name);
     }
@@ -630,14 +765,26 @@ impl<O: Clone> RoomOwner<O> {
                         };
                         self.deliver(name, frame, audience, Some(received));
                     }
-                    Some(Err(_)) | None => {
+                    Some(Err(e)) => {
+                        room.skip_released(message.offset);
+                        if let Some(k) = key {
+                            room.forget_key(&message.publisher, &k, Some(position));
+                        }
+                        let (code, message) = refusal_for(&e);
+                        self.outputs.push_back(Output::PublishResult {
+                            origin,
+                            result: Err(Refusal::new(code, message)),
+                            duplicate: false,
+                        });
+                    }
+                    None => {
                         room.skip_released(message.offset);
                         if let Some(k) = key {
                             room.forget_key(&message.publisher, &k, Some(position));
                         }
                         self.outputs.push_back(Output::PublishResult {
                             origin,
-                            result: Err(Refusal::new(ErrorCode::Unavailable, "the message could not be stored")),
+                            result: Err(Refusal::new(ErrorCode::Unavailable, NOT_STORED)),
                             duplicate: false,
                         });
                     }
@@ -653,7 +800,7 @@ impl<O: Clone> RoomOwner<O> {
                 let result = if room.duplicate(&publisher, &key) == Some(position) {
                     Ok(position)
                 } else {
-                    Err(Refusal::new(ErrorCode::Unavailable, "the message could not be stored"))
+                    Err(Refusal::new(ErrorCode::Unavailable, NOT_STORED))
                 };
                 self.outputs.push_back(Output::PublishResult {
                     origin,
@@ -707,6 +854,10 @@ impl<O: Clone> RoomOwner<O> {
                 };
                 let epoch = room.epoch;
                 let (messages, has_more) = resolve_history(room, name, range, page, budget);
+                if room.is_unused() {
+                    // Loaded only to be read, and the store never held it.
+                    self.rooms.remove(name);
+                }
                 self.outputs.push_back(Output::Answer {
                     origin,
                     room: name.clone(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::Position;
 
 use super::log::{ReadRange, Stored, Ticket};
-use super::{Member, NamespaceConfig, Op};
+use super::{Input, Member, NamespaceConfig, Op};
 
 /// What happened to a room's membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +43,12 @@ pub(super) struct Room<O> {
     dedup_limit: usize,
     /// Operations waiting for the log store or for an earlier operation.
     pub(super) ops: VecDeque<Op<O>>,
+    /// Appends go through the log store (else they complete at once).
+    pub(super) durable: bool,
+    /// The store's head is being read: the room's epoch and offset are not
+    /// known yet, so every input for it waits in `deferred`, in order.
+    pub(super) loading: bool,
+    pub(super) deferred: VecDeque<Input<O>>,
 }
 
 impl<O> Room<O> {
@@ -61,7 +67,29 @@ impl<O> Room<O> {
             dedup_order: VecDeque::new(),
             dedup_limit,
             ops: VecDeque::new(),
+            durable: false,
+            loading: false,
+            deferred: VecDeque::new(),
         }
+    }
+
+    /// A durable room whose head is being read from the store.
+    pub(super) fn loading(ns: &NamespaceConfig, dedup_limit: usize) -> Self {
+        Self {
+            durable: true,
+            loading: true,
+            ..Self::new(0, ns, dedup_limit)
+        }
+    }
+
+    /// The store's head arrived: continue its epoch after its last offset,
+    /// or start `epoch` for a room the store never held.
+    pub(super) fn loaded(&mut self, head: Option<(u64, u64)>, epoch: u64) {
+        let (epoch, last) = head.unwrap_or((epoch, 0));
+        self.epoch = epoch;
+        self.assigned = last;
+        self.released = last;
+        self.loading = false;
     }
 
     pub(super) fn position(&self) -> Position {
@@ -73,7 +101,7 @@ impl<O> Room<O> {
 
     /// Nothing to remember: no members, no messages, nothing in flight.
     pub(super) fn is_unused(&self) -> bool {
-        self.members.is_empty() && self.assigned == 0 && self.ops.is_empty()
+        self.members.is_empty() && self.assigned == 0 && self.ops.is_empty() && self.deferred.is_empty()
     }
 
     // ---- membership -------------------------------------------------------

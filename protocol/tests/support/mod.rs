@@ -375,6 +375,7 @@ const WALL_START_MS: u64 = 1_700_000_000_000;
 pub(crate) fn owner_config(epoch: u64) -> OwnerConfig {
     OwnerConfig {
         epoch,
+        durable_store: true,
         shards: 1,
         max_rooms: 10_000,
         dedup_per_room: 10_000,
@@ -493,6 +494,12 @@ impl App {
                 ticket,
                 room,
                 result: Ok(ReadPage::default()),
+            },
+            // A store that never held a room.
+            LogRequest::Head { ticket, room } => LogDone::Head {
+                ticket,
+                room,
+                result: Ok(None),
             },
         };
         self.owner.handle(now_ms, Input::Log(done));

@@ -8,7 +8,7 @@ pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 pub const ENUM_MAX_ERROR_CODE: u16 = 213;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 27] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 28] = [
   ErrorCode::Ok,
   ErrorCode::BadRequest,
   ErrorCode::Forbidden,
@@ -22,6 +22,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 27] = [
   ErrorCode::VolatileNotAllowed,
   ErrorCode::Unavailable,
   ErrorCode::Timeout,
+  ErrorCode::Overloaded,
   ErrorCode::MalformedFrame,
   ErrorCode::FrameTooLarge,
   ErrorCode::UnsupportedFrame,
@@ -77,6 +78,9 @@ impl ErrorCode {
   pub const Unavailable: Self = Self(110);
   /// The client did not get an answer in time (client-side only; never sent).
   pub const Timeout: Self = Self(111);
+  /// The node has more work queued for a dependency (the storage writer) than
+  /// it accepts; nothing was done. Retry after a short backoff.
+  pub const Overloaded: Self = Self(112);
   /// The frame failed FlatBuffers verification or the verifier limits.
   pub const MalformedFrame: Self = Self(200);
   /// The frame is larger than `Limits.max_frame_bytes`.
@@ -125,6 +129,7 @@ impl ErrorCode {
     Self::VolatileNotAllowed,
     Self::Unavailable,
     Self::Timeout,
+    Self::Overloaded,
     Self::MalformedFrame,
     Self::FrameTooLarge,
     Self::UnsupportedFrame,
@@ -156,6 +161,7 @@ impl ErrorCode {
       Self::VolatileNotAllowed => Some("VolatileNotAllowed"),
       Self::Unavailable => Some("Unavailable"),
       Self::Timeout => Some("Timeout"),
+      Self::Overloaded => Some("Overloaded"),
       Self::MalformedFrame => Some("MalformedFrame"),
       Self::FrameTooLarge => Some("FrameTooLarge"),
       Self::UnsupportedFrame => Some("UnsupportedFrame"),

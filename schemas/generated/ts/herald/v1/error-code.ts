@@ -79,6 +79,12 @@ export enum ErrorCode {
   Timeout = 111,
 
   /**
+   * The node has more work queued for a dependency (the storage writer) than
+   * it accepts; nothing was done. Retry after a short backoff.
+   */
+  Overloaded = 112,
+
+  /**
    * The frame failed FlatBuffers verification or the verifier limits.
    */
   MalformedFrame = 200,
