@@ -546,6 +546,17 @@ pub fn main() -> Result<()> {
     Ok(())
 }
 
+/// A step's publish→ack median and p99 as one cell, `-` without acks.
+fn ack_p50_p99(acks: &Value) -> String {
+    match (
+        acks.get("p50").and_then(Value::as_u64),
+        acks.get("p99").and_then(Value::as_u64),
+    ) {
+        (Some(p50), Some(p99)) => format!("{} / {}", fmt_us(p50), fmt_us(p99)),
+        _ => "-".into(),
+    }
+}
+
 /// The final table on stdout.
 pub fn summary(r: &Value) -> String {
     use std::fmt::Write as _;
@@ -588,14 +599,26 @@ pub fn summary(r: &Value) -> String {
     if !steps.is_empty() {
         let _ = writeln!(
             s,
-            "{:<12} {:>12} {:>14} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6}",
-            "step", "deliveries/s", "delivered", "lost", "dup", "p50", "p90", "p99", "p99.9", "max", "lag p99", "kept"
+            "{:<12} {:>12} {:>14} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>21} {:>10} {:>6}",
+            "step",
+            "deliveries/s",
+            "delivered",
+            "lost",
+            "dup",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+            "ack p50/p99",
+            "lag p99",
+            "kept"
         );
         for st in &steps {
             let l = &st["latency_us"];
             let _ = writeln!(
                 s,
-                "{:<12} {:>12.0} {:>14} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>6}",
+                "{:<12} {:>12.0} {:>14} {:>9} {:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>21} {:>10} {:>6}",
                 st["name"].as_str().unwrap_or(""),
                 st["deliveries_per_sec"].as_f64().unwrap_or(0.0),
                 format!("{}/{}", u(&st["delivered"]), u(&st["expected"])),
@@ -606,6 +629,8 @@ pub fn summary(r: &Value) -> String {
                 lat(l, "p99"),
                 lat(l, "p999"),
                 lat(l, "max"),
+                // Publish→ack: on a durable node, includes the fsync.
+                ack_p50_p99(&st["ack_latency_us"]),
                 // The generator's own lateness, already inside the latency:
                 // large here means the figures are the generator's, not the
                 // target's.
@@ -633,6 +658,19 @@ pub fn summary(r: &Value) -> String {
             lat(l, "p9999"),
             lat(l, "max"),
         );
+        let a = &r["ack_latency_us"];
+        if !a.is_null() {
+            let _ = writeln!(
+                s,
+                "publish→ack: {} acks; p50 {} p90 {} p99 {} p99.9 {} max {}",
+                u(&a["count"]),
+                lat(a, "p50"),
+                lat(a, "p90"),
+                lat(a, "p99"),
+                lat(a, "p999"),
+                lat(a, "max"),
+            );
+        }
         if let Some(m) = r["rate"]["max_sustained_deliveries_per_sec"].as_f64() {
             let _ = writeln!(s, "max sustained: {m:.0} deliveries/s");
         }
@@ -645,14 +683,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_step_table_shows_each_steps_send_lag() {
+    fn the_step_table_shows_each_steps_send_lag_and_ack_latency() {
         let report = serde_json::json!({
             "scenario": "fanout",
             "rate": {"steps": [{
                 "name": "500/s", "deliveries_per_sec": 5000.0, "delivered": 10, "expected": 10,
                 "lost": 0, "duplicated": 0, "kept_up": true,
                 "latency_us": {"p50": 900, "p90": 1000, "p99": 2000, "p999": 3000, "max": 4000},
-                "send_lag_us": {"p50": 10, "p99": 777, "max": 900}
+                "send_lag_us": {"p50": 10, "p99": 777, "max": 900},
+                "ack_latency_us": {"p50": 1500, "p90": 2000, "p99": 8200, "max": 9000}
             }]}
         });
         let text = summary(&report);
@@ -664,6 +703,11 @@ mod tests {
                 .map(|i| line[..i].chars().count() + cell.chars().count())
         };
         assert_eq!(end_of(row, "777 µs"), end_of(header, "lag p99"), "{text}");
+        assert_eq!(
+            end_of(row, "1.50 ms / 8.20 ms"),
+            end_of(header, "ack p50/p99"),
+            "{text}"
+        );
         assert_eq!(end_of(row, "4.00 ms"), end_of(header, " max"), "{text}");
     }
 

@@ -28,7 +28,7 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
         Row::text("scenario", a, b, &["scenario"]),
         Row::text("targets", a, b, &["targets"]),
     ];
-    let metrics: [(&str, &[&str], Fmt); 16] = [
+    let metrics: [(&str, &[&str], Fmt); 18] = [
         ("connections ok", &["connections", "ok"], fmt_num),
         ("connections failed", &["connections", "failed"], fmt_num),
         ("delivered", &["delivered"], fmt_num),
@@ -41,6 +41,8 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
         ("latency p99", &["latency_us", "p99"], fmt_us),
         ("latency p99.9", &["latency_us", "p999"], fmt_us),
         ("latency max", &["latency_us", "max"], fmt_us),
+        ("ack latency p50", &["ack_latency_us", "p50"], fmt_us),
+        ("ack latency p99", &["ack_latency_us", "p99"], fmt_us),
         ("target RSS", &["target", "rss_bytes"], fmt_bytes),
         (
             "target RSS per connection",
@@ -74,6 +76,7 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
         for (what, key, fmt) in [
             ("deliveries/s", &["deliveries_per_sec"][..], fmt_num as Fmt),
             ("p99", &["latency_us", "p99"][..], fmt_us),
+            ("ack p99", &["ack_latency_us", "p99"][..], fmt_us),
         ] {
             let (va, vb) = (find(&steps_a, name, key), find(&steps_b, name, key));
             rows.push(Row::num(format!("step {} {what}", clean(name)), va, vb, fmt));
@@ -231,18 +234,27 @@ mod tests {
         let a = report(
             8000,
             2500,
-            json!([{"name": "500/s", "deliveries_per_sec": 5000.0, "latency_us": {"p99": 2000}}]),
+            json!([{"name": "500/s", "deliveries_per_sec": 5000.0, "latency_us": {"p99": 2000},
+                    "ack_latency_us": {"p50": 100, "p99": 400}}]),
         );
-        let b = report(
+        let mut b = report(
             10000,
             5000,
             json!([
-                {"name": "500/s", "deliveries_per_sec": 7500.0, "latency_us": {"p99": 1000}},
+                {"name": "500/s", "deliveries_per_sec": 7500.0, "latency_us": {"p99": 1000},
+                 "ack_latency_us": {"p50": 2000, "p99": 6000}},
                 {"name": "2000/s", "deliveries_per_sec": 19000.0, "latency_us": {"p99": 90000}}
             ]),
         );
+        b["ack_latency_us"] = json!({"p50": 2000, "p99": 6000});
         let t = compare(&a, &b, "main", "branch");
         assert_eq!(row(&t, "metric"), ["metric", "main", "branch", "B/A"]);
+        // A memory node against a durable one: the acks wait for the fsync.
+        assert_eq!(row(&t, "ack latency p99"), ["ack latency p99", "-", "6 ms", "-"]);
+        assert_eq!(
+            row(&t, "step 500/s ack p99"),
+            ["step 500/s ack p99", "400 µs", "6 ms", "15.00"]
+        );
         assert_eq!(row(&t, "delivered"), ["delivered", "8,000", "10,000", "1.25"]);
         assert_eq!(row(&t, "latency p50"), ["latency p50", "850 µs", "850 µs", "1.00"]);
         assert_eq!(row(&t, "latency p99"), ["latency p99", "2.5 ms", "5 ms", "2.00"]);

@@ -296,6 +296,7 @@ fn merge_steps(results: Vec<StepResult>) -> (StepResult, Latency) {
     let mut total = StepResult::default();
     let mut hist = Latency::new();
     let mut send_lag = Latency::new();
+    let mut ack_latency = Latency::new();
     for r in results {
         total.sent += r.sent;
         // Every worker counts the deliveries it expects for its own receivers.
@@ -306,6 +307,9 @@ fn merge_steps(results: Vec<StepResult>) -> (StepResult, Latency) {
         total.late += r.late;
         total.not_sent += r.not_sent;
         total.acks_ok += r.acks_ok;
+        total.acks_untimed += r.acks_untimed;
+        total.acks_untracked += r.acks_untracked;
+        total.acks_unanswered += r.acks_unanswered;
         total.presence_events += r.presence_events;
         total.typing_events += r.typing_events;
         total.cpu_secs += r.cpu_secs;
@@ -316,8 +320,10 @@ fn merge_steps(results: Vec<StepResult>) -> (StepResult, Latency) {
         }
         hist.merge(&Latency::from_pairs(&r.latency));
         send_lag.merge(&Latency::from_pairs(&r.send_lag));
+        ack_latency.merge(&Latency::from_pairs(&r.ack_latency));
     }
     total.send_lag = send_lag.to_pairs();
+    total.ack_latency = ack_latency.to_pairs();
     (total, hist)
 }
 
@@ -366,11 +372,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
     }
     let (connected, steps, held, rss_after) = result?;
     let mut all = Latency::new();
+    let mut all_acks = Latency::new();
     let mut totals = StepResult::default();
     let mut step_json = Vec::new();
     let mut max_sustained: Option<(f64, f64)> = None;
     for (i, (r, h, target_cpu, kept)) in steps.iter().enumerate() {
         all.merge(h);
+        let acks = Latency::from_pairs(&r.ack_latency);
+        all_acks.merge(&acks);
         let step = &plan.steps[i];
         let dps = r.delivered as f64 / step.duration.as_secs_f64();
         if *kept {
@@ -398,11 +407,15 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
             "late_from_earlier_step": r.late,
             "not_sent": r.not_sent,
             "acks_ok": r.acks_ok,
+            "acks_untimed": r.acks_untimed,
+            "acks_untracked": r.acks_untracked,
+            "acks_unanswered": r.acks_unanswered,
             "errors": r.errors,
             "presence_events": r.presence_events,
             "typing_events": r.typing_events,
             "deliveries_per_sec": round2(dps),
             "latency_us": h.summary(),
+            "ack_latency_us": acks.summary(),
             "send_lag_us": Latency::from_pairs(&r.send_lag).summary(),
             "median_second_2_us": r.first_p50_us,
             "median_last_second_us": r.last_p50_us,
@@ -491,6 +504,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
         "connect_latency_us": connect_hist.summary(),
         "latency_us": all.summary(),
         "latency_histogram": all.to_pairs(),
+        "ack_latency_us": all_acks.summary(),
         "sent": totals.sent,
         "expected": totals.expected,
         "delivered": totals.delivered,
@@ -591,8 +605,18 @@ fn drive(
             let (r, h) = merge_steps(results);
             let kept = kept_up(&r, plan.keep_up);
             if opts.progress {
+                let acks = Latency::from_pairs(&r.ack_latency);
+                let acks = if acks.count() > 0 {
+                    format!(
+                        ", ack p50 {} p99 {}",
+                        fmt_us(acks.quantile(0.5)),
+                        fmt_us(acks.quantile(0.99))
+                    )
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "step {}: delivered {}/{} ({:.2}%), {:.0} deliveries/s, p50 {}, p99 {}, p99.9 {}, dup {}, out of order {}{}",
+                    "step {}: delivered {}/{} ({:.2}%), {:.0} deliveries/s, p50 {}, p99 {}, p99.9 {}{acks}, dup {}, out of order {}{}",
                     step.name,
                     r.delivered,
                     r.expected,
@@ -668,6 +692,10 @@ mod tests {
         b.latency = hb.to_pairs();
         a.send_lag = ha.to_pairs();
         b.send_lag = Latency::new().to_pairs();
+        a.ack_latency = Latency::from_pairs(&[(300, 7)]).to_pairs();
+        b.ack_latency = Latency::from_pairs(&[(1_500, 3)]).to_pairs();
+        (a.acks_ok, a.acks_untimed, a.acks_untracked, a.acks_unanswered) = (8, 1, 1, 2);
+        (b.acks_ok, b.acks_untimed, b.acks_untracked, b.acks_unanswered) = (3, 0, 0, 1);
         a.errors.insert("x".into(), 2);
         b.errors.insert("x".into(), 3);
         let (t, h) = merge_steps(vec![a, b]);
@@ -678,6 +706,13 @@ mod tests {
         assert_eq!(t.errors["x"], 5);
         assert_eq!(h.count(), 149);
         assert_eq!(Latency::from_pairs(&t.send_lag).count(), 99, "send lags merge too");
+        let acks = Latency::from_pairs(&t.ack_latency);
+        assert_eq!(acks.count(), 10, "ack latencies merge too");
+        assert_eq!((acks.quantile(0.5), acks.quantile(1.0)), (300, 1_500));
+        assert_eq!(
+            (t.acks_ok, t.acks_untimed, t.acks_untracked, t.acks_unanswered),
+            (11, 1, 1, 3)
+        );
         assert!(h.quantile(0.99) >= 49_000);
     }
 

@@ -15,6 +15,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::alarm::Alarm;
+use crate::inflight::InFlight;
 use crate::sse;
 use crate::target::{Kind, Target};
 use crate::wire::{self, Incoming, Stamp};
@@ -49,6 +50,8 @@ pub struct Conn {
     /// When this connection was scheduled to open (connect latency base).
     pub due: Instant,
     next_request: u32,
+    /// Publishes awaiting their ack, with their scheduled send times.
+    acks: InFlight,
     /// An SSE stream's event parser (`None`: a WebSocket connection).
     sse: Option<sse::Parser>,
 }
@@ -73,10 +76,18 @@ pub enum Ev {
         /// long batch of ready sockets does not add to the latency.
         recv_unix_ns: u64,
     },
+    /// A publish was answered. `latency_us`: read time of the answer
+    /// minus the publish's scheduled send time, when the publish was still
+    /// in the connection's in-flight table.
     Acked {
         ok: bool,
         reason: Option<String>,
+        latency_us: Option<u64>,
     },
+    /// A publish was dropped from its connection's full in-flight table
+    /// (more than `inflight::MAX_IN_FLIGHT` awaiting their acks): its ack
+    /// will carry no latency.
+    AckUntracked,
     Presence,
     Typing,
     Error(String),
@@ -176,6 +187,7 @@ impl Fleet {
             user,
             due,
             next_request: wire::PUBLISH_BASE,
+            acks: InFlight::default(),
             sse: stream.then(sse::Parser::default),
         };
         if let Some(sock) = c.sock.as_mut()
@@ -231,7 +243,10 @@ impl Fleet {
         }
     }
 
-    pub fn publish(&mut self, i: usize, room: u32, payload: &[u8]) -> bool {
+    /// Publishes `payload` to `room` on connection `i`; `sched_unix_ns` is
+    /// when the schedule wanted it sent (the stamp's time), from which its
+    /// ack's latency is counted. False: not sent.
+    pub fn publish(&mut self, i: usize, room: u32, payload: &[u8], sched_unix_ns: u64) -> bool {
         let Some(c) = self.conns.get_mut(i) else { return false };
         if c.state != State::Ready {
             return false;
@@ -240,7 +255,25 @@ impl Fleet {
         c.next_request = c.next_request.wrapping_add(1).max(wire::PUBLISH_BASE);
         let name = self.room_names.get(room as usize).map_or("", String::as_str);
         let frame = wire::publish(self.kind, id, name, payload);
-        self.send(i, frame)
+        if !self.send(i, frame) {
+            return false;
+        }
+        if self.conns[i].acks.push(id, sched_unix_ns) {
+            self.out.push(Ev::AckUntracked);
+        }
+        true
+    }
+
+    /// Publishes still awaiting their ack, over every connection.
+    pub fn awaiting_acks(&self) -> usize {
+        self.conns.iter().map(|c| c.acks.len()).sum()
+    }
+
+    /// Forgets every publish awaiting its ack (at the end of a step's
+    /// drain window: an ack that comes later must not add the pause
+    /// between steps to the next step's figures). Returns how many.
+    pub fn forget_acks(&mut self) -> usize {
+        self.conns.iter_mut().map(|c| c.acks.clear()).sum()
     }
 
     pub fn typing(&mut self, i: usize, room: u32) {
@@ -297,6 +330,7 @@ impl Fleet {
         }
         c.inbuf = Vec::new();
         c.out = Vec::new();
+        c.acks.clear();
         if let Some(p) = c.sse.as_mut() {
             p.clear();
         }
@@ -591,7 +625,13 @@ impl Fleet {
             Incoming::Joined(_) => self.joined(i, now),
             Incoming::Reply(id, ok, reason) => {
                 if id >= wire::PUBLISH_BASE {
-                    self.out.push(Ev::Acked { ok, reason });
+                    // Open loop, like a delivery: from the scheduled send
+                    // time to this socket read.
+                    let latency_us = self.conns[i]
+                        .acks
+                        .take(id)
+                        .map(|sched| self.read_at_ns.saturating_sub(sched) / 1000);
+                    self.out.push(Ev::Acked { ok, reason, latency_us });
                 } else if self.conns[i].state == State::Joining {
                     if ok && self.kind == Kind::SocketIo {
                         self.joined(i, now);
@@ -632,6 +672,7 @@ impl Fleet {
                 let _ = self.poll.registry().deregister(&mut sock);
             }
             c.state = State::Dead;
+            c.acks.clear();
         }
         self.pending = 0;
     }

@@ -99,6 +99,10 @@ fn summary(r: &Value) -> String {
     }
     rows.extend([
         ("latency mean", num(r, &["latency_us", "mean"]).map(fmt_us)),
+        ("acks timed", count(&["ack_latency_us", "count"])),
+        ("ack latency p50", num(r, &["ack_latency_us", "p50"]).map(fmt_us)),
+        ("ack latency p99", num(r, &["ack_latency_us", "p99"]).map(fmt_us)),
+        ("ack latency max", num(r, &["ack_latency_us", "max"]).map(fmt_us)),
         ("target RSS", num(r, &["target", "rss_bytes"]).map(fmt_bytes)),
         (
             "target RSS before",
@@ -151,6 +155,7 @@ fn steps(r: &Value) -> String {
                 lat("p99"),
                 lat("p999"),
                 lat("max"),
+                cell(ack_p50_p99(s)),
                 cell(num(s, &["send_lag_us", "p99"]).map(fmt_us)),
                 cell(kept_up),
                 cpu("target_cpu_us_per_delivery"),
@@ -168,6 +173,7 @@ fn steps(r: &Value) -> String {
         "p99",
         "p99.9",
         "max",
+        "ack p50/p99",
         "send lag p99",
         "kept up",
         "target CPU µs/delivery",
@@ -187,6 +193,13 @@ fn steps(r: &Value) -> String {
         }
     }
     out
+}
+
+/// A step's publish→ack median and p99 in one cell.
+fn ack_p50_p99(step: &Value) -> Option<String> {
+    let p50 = num(step, &["ack_latency_us", "p50"])?;
+    let p99 = num(step, &["ack_latency_us", "p99"])?;
+    Some(format!("{} / {}", fmt_us(p50), fmt_us(p99)))
 }
 
 fn charts(r: &Value) -> String {
@@ -694,13 +707,15 @@ mod tests {
             "started_unix_ms": 1_790_000_000_000_u64, "duration_secs": 12.5,
             "connections": {"attempted": 100, "ok": 98, "failed": 2, "failed_by_reason": {"refused": 2}, "peak": 98},
             "connect_latency_us": {"count": 98, "p50": 800, "p90": 1200, "p99": 3000, "p999": 3100, "p9999": 3100, "max": 3100, "mean": 900.5},
+            "ack_latency_us": {"count": 1000, "p50": 900, "p90": 1200, "p99": 1700, "max": 2000},
             "latency_us": {"count": 9990, "p50": 700, "p90": 1500, "p99": 2500, "p999": 40000, "p9999": 1_200_000, "max": 2_500_000, "mean": 800.0},
             "latency_histogram": [[500, 4000], [700, 3000], [1500, 2000], [2500, 900], [40000, 89], [2_500_000, 1]],
             "sent": 1000, "expected": 10000, "delivered": 9990, "lost": 10, "duplicated": 0, "out_of_order": 0,
             "rate": {"steps": [{"name": "500/s", "rate": 500.0, "deliveries_per_sec": 5000.0, "delivered": 25000,
                                 "expected": 25000, "lost": 0, "latency_us": {"p50": 600, "p99": 2000, "p999": 3000, "max": 9000},
                                 "kept_up": true, "target_cpu_us_per_delivery": 12.5, "loadgen_cpu_us_per_delivery": null,
-                                "send_lag_us": {"p50": 12, "p99": 734, "max": 900}}],
+                                "send_lag_us": {"p50": 12, "p99": 734, "max": 900},
+                                "ack_latency_us": {"count": 500, "p50": 1250, "p99": 4100, "max": 5000}}],
                      "max_sustained_deliveries_per_sec": 5000.0, "max_sustained_rate": 500.0},
             "timeline": [
                 {"t": 0, "connections": 50, "sent": 500, "delivered": 5000, "p50_us": 700, "p99_us": 1800, "errors": 0,
@@ -739,6 +754,9 @@ mod tests {
             "<figcaption>Target CPU</figcaption><svg",
             "<th>send lag p99</th>",
             "<td class=\"n\">734 µs</td>",
+            "<th>ack p50/p99</th>",
+            "<td class=\"n\">1.25 ms / 4.1 ms</td>",
+            "<tr><th>ack latency p99</th><td>1.7 ms</td></tr>",
         ] {
             assert!(html.contains(needle), "missing {needle:?}");
         }

@@ -19,6 +19,7 @@ pub mod coord;
 pub mod fleet;
 pub mod hist;
 pub mod html;
+pub mod inflight;
 mod ping;
 pub mod plan;
 pub mod procstat;

@@ -66,10 +66,23 @@ pub struct StepResult {
     /// a step with any is not kept up.
     pub not_sent: u64,
     pub acks_ok: u64,
+    /// Successful acks that carry no latency: their publish had been
+    /// dropped from its connection's full in-flight table, or belonged to
+    /// an earlier step. `ack_latency` counts `acks_ok - acks_untimed`.
+    pub acks_untimed: u64,
+    /// Publishes dropped from a full in-flight table (more than 4,096
+    /// awaiting their ack on one connection).
+    pub acks_untracked: u64,
+    /// This step's publishes still awaiting their ack when the step ended
+    /// (drain window included): their latency is in no histogram.
+    pub acks_unanswered: u64,
     pub errors: BTreeMap<String, u64>,
     pub presence_events: u64,
     pub typing_events: u64,
     pub latency: Vec<(u64, u64)>,
+    /// Publish→ack latency of each successful ack (µs): ack read time minus
+    /// the publish's scheduled send time, open-loop like `latency`.
+    pub ack_latency: Vec<(u64, u64)>,
     /// How late each publish left against its schedule (µs): the
     /// generator's own lag, already part of `latency`; shown so a report
     /// tells it apart from the target's.
@@ -125,6 +138,8 @@ pub struct Worker<E: FnMut(Report)> {
     run_start_ns: u64,
     tick: Tick,
     tick_hist: Latency,
+    /// Publish→ack latencies of the step being run.
+    ack_hist: Latency,
     dropped: BTreeMap<String, u64>,
 }
 
@@ -165,6 +180,7 @@ impl<E: FnMut(Report)> Worker<E> {
             run_start_ns: unix_ns(),
             tick: Tick::default(),
             tick_hist: Latency::new(),
+            ack_hist: Latency::new(),
             dropped: BTreeMap::new(),
         })
     }
@@ -273,6 +289,7 @@ impl<E: FnMut(Report)> Worker<E> {
         self.id_base += count;
         let mut r = StepResult::default();
         let mut hist = Latency::new();
+        self.ack_hist.reset();
         let mut send_lag = Latency::new();
         let mut per_second: Vec<Latency> = Vec::new();
         let mut payload = wire::payload(self.plan.payload);
@@ -321,7 +338,7 @@ impl<E: FnMut(Report)> Worker<E> {
                 {
                     self.fleet.typing(conn, room);
                 }
-                if self.fleet.publish(conn, room, &payload) {
+                if self.fleet.publish(conn, room, &payload, sched) {
                     send_lag.record(now.saturating_duration_since(start + at).as_micros() as u64);
                     r.sent += 1;
                     self.tick.sent += 1;
@@ -369,13 +386,19 @@ impl<E: FnMut(Report)> Worker<E> {
             self.drain_events(&mut r, Some((first_id, &mut hist)), per_second.last_mut());
             self.maybe_tick();
         }
+        // Deliveries and acks both get the drain window: an ack that comes
+        // after it would count the pause before the next step.
         let drain_until = Instant::now() + self.plan.drain;
-        while r.delivered < r.expected && Instant::now() < drain_until {
+        while (r.delivered < r.expected || self.fleet.awaiting_acks() > 0) && Instant::now() < drain_until {
             self.fleet.poll(Duration::from_millis(10))?;
             self.drain_events(&mut r, Some((first_id, &mut hist)), None);
             self.maybe_tick();
         }
+        // Acks still missing are said, then forgotten: if one comes later,
+        // it counts in `acks_ok` of that step but has no latency.
+        r.acks_unanswered = self.fleet.forget_acks() as u64;
         r.latency = hist.to_pairs();
+        r.ack_latency = self.ack_hist.to_pairs();
         r.send_lag = send_lag.to_pairs();
         // Backlog check: the second second (the first may hold warm-up) vs
         // the last full second.
@@ -461,8 +484,17 @@ impl<E: FnMut(Report)> Worker<E> {
 
     fn count_other(&mut self, ev: Ev, r: &mut StepResult) {
         match ev {
-            Ev::Acked { ok: true, .. } => r.acks_ok += 1,
-            Ev::Acked { ok: false, reason } => {
+            Ev::Acked {
+                ok: true, latency_us, ..
+            } => {
+                r.acks_ok += 1;
+                match latency_us {
+                    Some(us) => self.ack_hist.record(us),
+                    None => r.acks_untimed += 1,
+                }
+            }
+            Ev::AckUntracked => r.acks_untracked += 1,
+            Ev::Acked { ok: false, reason, .. } => {
                 self.tick.errors += 1;
                 *r.errors
                     .entry(format!("publish refused: {}", reason.unwrap_or_default()))

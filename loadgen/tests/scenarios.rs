@@ -95,7 +95,18 @@ fn fanout_counts_add_up_and_nothing_is_lost_on_loopback() {
         assert_eq!(u(&s["out_of_order"]), 0);
         assert_eq!(u(&s["acks_ok"]), u(&s["sent"]));
         assert_eq!(u(&s["send_lag_us"]["count"]), u(&s["sent"]));
+        // Publish→ack latency: one per ack, though a publisher's two rooms
+        // may sit on different shards and answer out of order.
+        let acks = &s["ack_latency_us"];
+        assert_eq!(u(&acks["count"]), u(&s["acks_ok"]), "one ack latency per ack: {s}");
+        assert!(u(&acks["p50"]) > 0, "{acks}");
+        assert!(u(&acks["p50"]) <= u(&acks["p99"]) && u(&acks["p99"]) <= u(&acks["max"]));
+        assert!(u(&acks["max"]) < 60_000_000, "from this step's schedule: {acks}");
+        for k in ["acks_untimed", "acks_untracked", "acks_unanswered"] {
+            assert_eq!(u(&s[k]), 0, "{k}: {s}");
+        }
     }
+    assert_eq!(u(&r["ack_latency_us"]["count"]), 600, "over the run");
     assert_eq!(u(&steps[0]["sent"]), 200);
     assert_eq!(u(&steps[1]["sent"]), 400);
     assert_eq!(r["rate"]["max_sustained_rate"].as_f64(), Some(400.0));

@@ -83,6 +83,9 @@ fn fanout_and_chat_against_socketio() {
     assert_eq!(u(&r["lost"]), 0);
     assert_eq!(u(&r["out_of_order"]), 0);
     assert_eq!(u(&r["rate"]["steps"][0]["acks_ok"]), 200, "publish is acknowledged");
+    // Socket.IO acks answer the publish's ack id: timed like Herald's.
+    assert_eq!(u(&r["rate"]["steps"][0]["ack_latency_us"]["count"]), 200);
+    assert!(u(&r["rate"]["steps"][0]["ack_latency_us"]["p50"]) > 0);
     assert!(u(&r["target"]["rss_bytes"]) > 0);
 
     let r = loadgen(

@@ -55,6 +55,7 @@ fn fanout_over_sse_delivers_every_message_to_every_stream_of_its_room() {
     let s = &r["rate"]["steps"][0];
     assert_eq!(u(&s["sent"]), 300);
     assert_eq!(u(&s["acks_ok"]), 300, "publishers are Herald WebSocket connections");
+    assert_eq!(u(&s["ack_latency_us"]["count"]), 300, "one publish→ack latency per ack");
     // Each message reaches the 10 streams of its room, once, in order.
     assert_eq!(u(&s["expected"]), 300 * 10);
     assert_eq!(u(&s["delivered"]), u(&s["expected"]), "errors: {}", s["errors"]);
