@@ -903,3 +903,50 @@ fn a_memory_only_namespace_never_waits_for_the_store() {
     );
     assert_eq!(h.owner.position(&room), Some(Position { epoch: 7, offset: 1 }));
 }
+
+#[test]
+fn a_history_read_of_a_room_the_store_never_held_finds_no_room_and_keeps_none() {
+    let mut h = harness();
+    h.handle(Input::Query {
+        origin: 9,
+        room: Arc::from("chat:never"),
+        query: Query::History {
+            before: 0,
+            after: 0,
+            limit: 10,
+        },
+    });
+    assert!(matches!(
+        &h.take()[..],
+        [Output::Answer {
+            answer: Answer::NoRoom,
+            ..
+        }]
+    ));
+    assert_eq!(h.owner.room_count(), 0);
+    // A stored room is read from the store and answered.
+    h.head = Some(DurableHead {
+        epoch: 2,
+        last_offset: 4,
+    });
+    h.handle(Input::Query {
+        origin: 9,
+        room: Arc::from("chat:stored"),
+        query: Query::History {
+            before: 0,
+            after: 0,
+            limit: 10,
+        },
+    });
+    h.complete_all();
+    assert!(
+        matches!(
+            &h.take()[..],
+            [Output::Answer {
+                answer: Answer::History { epoch: 2, .. },
+                ..
+            }]
+        ),
+        "a stored room's page"
+    );
+}

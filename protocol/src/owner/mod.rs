@@ -854,18 +854,22 @@ impl<O: Clone> RoomOwner<O> {
                 };
                 let epoch = room.epoch;
                 let (messages, has_more) = resolve_history(room, name, range, page, budget);
-                if room.is_unused() {
-                    // Loaded only to be read, and the store never held it.
+                let answer = if room.is_unused() {
+                    // Loaded only to be read, and the store never held it:
+                    // as unknown as before it was loaded.
                     self.rooms.remove(name);
-                }
-                self.outputs.push_back(Output::Answer {
-                    origin,
-                    room: name.clone(),
-                    answer: Answer::History {
+                    Answer::NoRoom
+                } else {
+                    Answer::History {
                         epoch,
                         messages,
                         has_more,
-                    },
+                    }
+                };
+                self.outputs.push_back(Output::Answer {
+                    origin,
+                    room: name.clone(),
+                    answer,
                 });
             }
         }
