@@ -3,8 +3,9 @@
 //!
 //! Every `/api/` route needs `Authorization: Bearer <api key>`. Errors are
 //! `{"error": {"code", "message"}}` with a fitting status. Requests that need
-//! a room's owner or every shard are answered when those shards reply; the
-//! connection waits meanwhile and reads nothing more.
+//! a room's owner, every shard or the storage service (notifications and
+//! analytics, `stored.rs`) are answered when those reply; the connection
+//! waits meanwhile and reads nothing more.
 //!
 //! With an internal listener (`--internal-listen`), `/metrics` and `/api/`
 //! are served there only; the public listener keeps `/ws`, `/health` and
@@ -17,16 +18,24 @@ use std::sync::atomic::Ordering::Relaxed;
 use base64::Engine as _;
 use bytes::Bytes;
 use herald_protocol::owner::{Answer, Input, Query, Refusal, RoomInfo};
-use herald_protocol::wire::{self, BodyT};
-use herald_protocol::{ErrorCode, Position, valid_room_name, with_encoder};
+use herald_protocol::wire;
+use herald_protocol::{ErrorCode, Position, valid_room_name};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::analytics;
 use crate::conns::{ConnKey, Listener};
 use crate::http::{RequestHead, Response};
 use crate::mesh::{Mesh, Origin, Request};
+use crate::notify;
 use crate::placement::{Placement, Placer};
 use crate::shard::Shared;
+use crate::store::{StoreAnswer, StoreLink};
+
+mod stored;
+
+pub(crate) use stored::store_refusal;
+use stored::{EVENTS_PREFIX, NOTIFICATIONS_PREFIX, READ_SUFFIX, ROLLUPS_SUFFIX, store_error};
 
 /// Longest `kind`, `title` or idempotency key; `body` and data share the
 /// payload limit.
@@ -48,6 +57,8 @@ pub(crate) struct ApiEnv<'a> {
     pub(crate) shared: &'a Shared,
     pub(crate) mesh: &'a mut Mesh,
     pub(crate) placer: Placer,
+    /// The storage service (notifications, analytics).
+    pub(crate) store: &'a StoreLink,
 }
 
 impl ApiEnv<'_> {
@@ -76,7 +87,10 @@ struct Gather {
 enum GatherKind {
     Rooms,
     Disconnect,
-    Notify,
+    /// A stored notification on its way to the user's connections.
+    Notify {
+        id: u64,
+    },
 }
 
 /// The server API's requests in progress on one shard.
@@ -95,20 +109,6 @@ struct PublishBody {
     #[serde(default)]
     volatile: bool,
     idempotency_key: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NotifyBody {
-    user: String,
-    kind: String,
-    #[serde(default)]
-    title: String,
-    #[serde(default)]
-    body: String,
-    /// Application data: any JSON value, delivered as its JSON text.
-    #[serde(default)]
-    data: Option<serde_json::Value>,
 }
 
 /// Which routes a listener serves.
@@ -145,11 +145,12 @@ impl Api {
                 });
             }
             ("GET", "/metrics") => {
-                let text = crate::stats::render(
+                let mut text = crate::stats::render(
                     &env.shared.config.node_id,
                     &env.shared.stats,
                     env.shared.accepting.load(Relaxed),
                 );
+                env.shared.storage_stats.render(&env.shared.config.node_id, &mut text);
                 return Routed::Answer(Response::text(200, "text/plain; version=0.0.4", text));
             }
             _ => {}
@@ -169,9 +170,21 @@ impl Api {
             conn,
         };
         let max_name = env.shared.config.session.limits.max_room_name_bytes;
+        // Ok: other threads (shards, the storage service) work on it; Err:
+        // the answer to send now (an error, or a request with nothing to do).
         let routed = match (method, path) {
             ("POST", "/api/publish") => publish(env, origin, body),
-            ("POST", "/api/notify") => self.notify(env, origin, conn, body),
+            ("POST", "/api/notify") => stored::notify(env, origin, body),
+            ("POST", "/api/events") => stored::events(env, origin, body),
+            ("GET", p) if p.starts_with(EVENTS_PREFIX) && p.ends_with(ROLLUPS_SUFFIX) => {
+                stored::rollups(env, origin, head)
+            }
+            ("POST", p) if p.starts_with(NOTIFICATIONS_PREFIX) && p.ends_with(READ_SUFFIX) => {
+                stored::mark_read(env, origin, head, body)
+            }
+            ("GET", p) if p.starts_with(NOTIFICATIONS_PREFIX) && !p.ends_with(READ_SUFFIX) => {
+                stored::notifications(env, origin, head)
+            }
             ("GET", "/api/rooms") => {
                 self.gather(env, conn, GatherKind::Rooms);
                 env.every_shard(|| Request::Owner(Input::ListRooms { origin }));
@@ -214,7 +227,7 @@ impl Api {
                     Ok(())
                 }
             }
-            (_, "/api/publish" | "/api/notify" | "/api/rooms") => Err(Response::error(
+            (_, p) if is_route(p) => Err(Response::error(
                 405,
                 "method_not_allowed",
                 "wrong method for this route",
@@ -235,45 +248,6 @@ impl Api {
             kind,
         };
         self.gathers.insert(conn, g);
-    }
-
-    fn notify(&mut self, env: &mut ApiEnv<'_>, origin: Origin, conn: ConnKey, body: &[u8]) -> Result<(), Response> {
-        let req: NotifyBody = parse_json(body)?;
-        let room = format!("user:{}", req.user);
-        let max_name = env.shared.config.session.limits.max_room_name_bytes;
-        if req.user.is_empty() || !valid_room_name(&room, max_name) {
-            return Err(Response::error(400, "bad_request", "invalid user id"));
-        }
-        if req.kind.len() > MAX_SHORT_FIELD || req.title.len() > MAX_SHORT_FIELD {
-            return Err(Response::error(
-                400,
-                "bad_request",
-                "kind and title are at most 256 bytes",
-            ));
-        }
-        let data = req.data.map(|v| v.to_string().into_bytes());
-        let max_payload = env.shared.config.session.limits.max_payload_bytes;
-        if req.body.len() + data.as_ref().map_or(0, Vec::len) > max_payload {
-            let msg = format!("body and data larger than {max_payload} bytes");
-            return Err(Response::error(413, "payload_too_large", &msg));
-        }
-        let now = crate::unix_ms();
-        let mut n = wire::NotificationT::default();
-        n.id = now;
-        n.kind = Some(req.kind);
-        n.title = Some(req.title);
-        n.body = Some(req.body);
-        n.data = data;
-        n.created_ms = now;
-        let frame = with_encoder(|e| e.body(0, BodyT::Notification(Box::new(n))));
-        self.gather(env, conn, GatherKind::Notify);
-        let user: Arc<str> = Arc::from(req.user);
-        env.every_shard(|| Request::NotifyUser {
-            origin,
-            user: user.clone(),
-            frame: frame.clone(),
-        });
-        Ok(())
     }
 
     /// The answer to a publish.
@@ -365,16 +339,54 @@ impl Api {
         }
         let g = self.gathers.remove(&conn)?;
         let body = match g.kind {
-            GatherKind::Notify => json!({"online_connections": g.count}),
+            GatherKind::Notify { id } => json!({"id": id, "online_connections": g.count}),
             GatherKind::Disconnect | GatherKind::Rooms => json!({"disconnected": g.count}),
         };
         Some(Response::json(200, &body))
+    }
+
+    /// The notification `id` is stored and goes to every shard's
+    /// connections of its user: the request of `conn` is answered with the
+    /// count once they all have.
+    pub(crate) fn notifying(&mut self, conn: ConnKey, id: u64, shards: usize) {
+        let g = Gather {
+            remaining: shards,
+            rooms: Vec::new(),
+            count: 0,
+            kind: GatherKind::Notify { id },
+        };
+        self.gathers.insert(conn, g);
+    }
+
+    /// The answer to a notification or analytics request, once the storage
+    /// service has done it (a stored notification goes through
+    /// [`notifying`](Self::notifying) first).
+    pub(crate) fn stored(answer: StoreAnswer) -> Response {
+        let ok = |v: serde_json::Value| Response::json(200, &v);
+        let result = match answer {
+            // A stored one goes live first (`notifying`); only a failure
+            // is answered here.
+            StoreAnswer::Notified(r) => r.map(|n| ok(json!({"id": n.id, "online_connections": 0}))),
+            StoreAnswer::Marked(r) => r.map(|n| ok(json!({"marked": n}))),
+            StoreAnswer::EventsStored(r) => r.map(|n| ok(json!({"stored": n}))),
+            StoreAnswer::Page(r) => r.map(|p| ok(notify::page_json(&p))),
+            StoreAnswer::Unread(r) => r.map(|n| ok(json!({"unread": n}))),
+            StoreAnswer::Rollups(r) => r.map(|rows| ok(analytics::rollups_json(&rows))),
+        };
+        result.unwrap_or_else(|e| store_error(&e))
     }
 
     /// The connection went away: its answers, if any come, are dropped.
     pub(crate) fn forget(&mut self, conn: ConnKey) {
         self.gathers.remove(&conn);
     }
+}
+
+/// Whether `path` is one of the server API's routes (for 405 answers).
+fn is_route(path: &str) -> bool {
+    matches!(path, "/api/publish" | "/api/notify" | "/api/rooms" | "/api/events")
+        || path.starts_with(NOTIFICATIONS_PREFIX)
+        || (path.starts_with(EVENTS_PREFIX) && path.ends_with(ROLLUPS_SUFFIX))
 }
 
 fn api_key_ok(expected: &str, head: &RequestHead<'_>) -> bool {
@@ -453,7 +465,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response
 
 fn refusal_response(r: Refusal) -> Response {
     let status = match r.code {
-        ErrorCode::Unavailable => 503,
+        ErrorCode::Unavailable | ErrorCode::Overloaded => 503,
         ErrorCode::Forbidden => 403,
         ErrorCode::NotFound => 404,
         ErrorCode::RoomFull => 409,

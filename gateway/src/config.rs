@@ -92,6 +92,77 @@ pub struct NodeConfig {
     /// Delay clients are told to wait before reconnecting after shutdown.
     /// Default 1 s.
     pub reconnect_after: Duration,
+    /// Where history, notifications and analytics events are kept.
+    /// Default: in memory (nothing survives a restart); the `herald`
+    /// binary defaults to the embedded store under `--data-dir`.
+    pub storage: StorageConfig,
+}
+
+/// Which storage backend a node uses.
+#[derive(Debug, Clone)]
+pub enum StorageBackend {
+    /// Nothing survives a restart: rooms keep only their memory window.
+    Memory,
+    /// The embedded store (fjall) in this directory.
+    Embedded(std::path::PathBuf),
+    /// ScyllaDB, as `scylla://host:9042,host2:9042/keyspace`.
+    Scylla(String),
+    /// Stores opened by the embedder (tests wrap one in a fault injector).
+    Opened(herald_storage::Storage),
+}
+
+/// When the storage writer fsyncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Before every acknowledgement: an ack means the message is on disk.
+    Always,
+    /// At most this long after a write; acknowledgements do not wait (a
+    /// crash loses up to this much acknowledged data).
+    Interval(Duration),
+    /// Never explicitly (the OS writes back when it likes).
+    Never,
+}
+
+/// Storage settings of a node.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The backend.
+    pub backend: StorageBackend,
+    /// When writes are made durable.
+    pub sync: SyncPolicy,
+    /// Writes (appends, marks) waiting for the writers, node-wide; beyond it
+    /// publishers get `Overloaded`.
+    pub write_queue: usize,
+    /// Writer threads (at most one per shard; shard i writes through writer
+    /// i mod n). One per node shares each sync among all shards' appends
+    /// (BENCHMARKS.md, "Durable storage", measured both).
+    pub writers: usize,
+    /// Reads waiting for the readers, node-wide; beyond it `Overloaded`.
+    pub read_queue: usize,
+    /// Reader threads.
+    pub readers: usize,
+    /// Notifications kept per user (the oldest go first).
+    pub notifications_per_user: u64,
+    /// Raw analytics events are kept this long (rollups stay).
+    pub events_max_age: Duration,
+    /// How often retention runs.
+    pub retention_interval: Duration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            backend: StorageBackend::Memory,
+            sync: SyncPolicy::Always,
+            write_queue: 64 * 1024,
+            writers: 1,
+            read_queue: 16 * 1024,
+            readers: 2,
+            notifications_per_user: 1_000,
+            events_max_age: Duration::from_secs(7 * 24 * 3600),
+            retention_interval: Duration::from_secs(60),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -150,6 +221,7 @@ impl Default for NodeConfig {
             shard_channel_capacity: 16 * 1024,
             shutdown_grace: Duration::from_secs(5),
             reconnect_after: Duration::from_secs(1),
+            storage: StorageConfig::default(),
         }
     }
 }

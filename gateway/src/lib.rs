@@ -12,10 +12,13 @@
 //! `handshake` are the byte layers; `writer` coalesces writes), `peer`s
 //! (sessions with identity and rooms), `subscriptions` (local members),
 //! `rooms` (the room owner over the log store), `placement`, `mesh`
-//! (messages between shards), `timers` and `api` (HTTP routes).
+//! (messages between shards), `timers`, `store` (the storage service's
+//! threads), `api` (HTTP routes), `notify` and `analytics` (notifications
+//! and analytics events as clients see them, and their bounds).
 
 #![forbid(unsafe_code)]
 
+mod analytics;
 mod api;
 pub mod auth;
 #[doc(hidden)]
@@ -26,6 +29,7 @@ mod handshake;
 mod http;
 mod link;
 mod mesh;
+mod notify;
 mod origins;
 mod peer;
 mod placement;
@@ -35,6 +39,7 @@ mod shard;
 mod sse;
 mod statics;
 mod stats;
+mod store;
 mod subscriptions;
 mod timers;
 #[cfg(test)]
@@ -50,7 +55,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use herald_protocol::ErrorCode;
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use config::{AllowedOrigins, AuthConfig, NamespaceConfig, NodeConfig};
+pub use config::{AllowedOrigins, AuthConfig, NamespaceConfig, NodeConfig, StorageBackend, StorageConfig, SyncPolicy};
 
 use crate::auth::Verifier;
 use crate::mesh::{Mesh, Reply, Senders};
@@ -104,6 +109,7 @@ pub struct NodeHandle {
     pub internal_addr: Option<SocketAddr>,
     senders: Senders,
     threads: Vec<std::thread::JoinHandle<()>>,
+    storage: Option<store::StorageService>,
 }
 
 impl NodeHandle {
@@ -155,6 +161,17 @@ impl NodeHandle {
             wakers.push(Arc::new(waker));
         }
         let stats: Vec<Arc<ShardStats>> = (0..n).map(|_| Arc::new(ShardStats::default())).collect();
+        let retention = store::RetentionPolicy {
+            default_namespace: config.default_namespace.clone(),
+            namespaces: config.namespaces.clone(),
+            notifications_per_user: config.storage.notifications_per_user,
+            events_max_age: config.storage.events_max_age,
+        };
+        let (storage, durable) = store::open(&config.storage.backend, &retention).map_err(StartError::Config)?;
+        let storage_stats = Arc::new(store::StorageStats::default());
+        let (storage_service, shard_stores) =
+            store::StorageService::start(storage, &config.storage, retention, &wakers, &storage_stats)
+                .map_err(io_err("cannot start storage threads"))?;
         let (requests, replies, inboxes) = mesh::channels(n, config.shard_channel_capacity);
         let senders = Senders {
             requests,
@@ -169,9 +186,13 @@ impl NodeHandle {
             stats,
             accepting: AtomicBool::new(true),
             sessions_open: AtomicUsize::new(0),
+            durable,
+            storage_stats,
+            notification_ids: store::IdClock::default(),
         });
         let mut threads = Vec::with_capacity(n);
-        for (i, ((poll, public), inbox)) in polls.into_iter().zip(public).zip(inboxes).enumerate() {
+        let parts = polls.into_iter().zip(public).zip(inboxes).zip(shard_stores);
+        for (i, (((poll, public), inbox), store)) in parts.enumerate() {
             let mesh = Mesh::new(i, &senders, inbox);
             let shared = shared.clone();
             let internal = internal[i].take();
@@ -182,7 +203,7 @@ impl NodeHandle {
                         public: mio::net::TcpListener::from_std(public),
                         internal: internal.map(mio::net::TcpListener::from_std),
                     };
-                    Shard::new(i, shared, poll, listeners, mesh).run();
+                    Shard::new(i, shared, poll, listeners, mesh, store).run();
                 })
                 .map_err(io_err("cannot start shard thread"))?;
             threads.push(t);
@@ -192,6 +213,7 @@ impl NodeHandle {
             internal_addr,
             senders,
             threads,
+            storage: Some(storage_service),
         })
     }
 
@@ -219,9 +241,7 @@ impl NodeHandle {
 
     /// Waits for the shards to stop (after a [`shutdown_handle`](Self::shutdown_handle) fired).
     pub fn join(mut self) {
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.wait();
     }
 
     /// A cloneable trigger that starts a graceful shutdown.
@@ -233,8 +253,17 @@ impl NodeHandle {
 
     fn stop(&mut self) {
         self.shutdown_handle().trigger();
+        self.wait();
+    }
+
+    /// Joins the shards, then the storage threads (which end once every
+    /// shard has let go of them, after syncing what they hold).
+    fn wait(&mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(storage) = self.storage.take() {
+            storage.join();
         }
     }
 }
@@ -285,4 +314,18 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())
+}
+
+/// Applies the ScyllaDB schema (keyspace with `replication`, then every
+/// table) for `herald migrate`.
+#[cfg(feature = "scylla")]
+pub fn migrate_scylla(url: &str, replication: &str) -> Result<(), String> {
+    let config = herald_storage::scylla::ScyllaConfig::parse(url).map_err(|e| e.to_string())?;
+    herald_storage::scylla::migrate(&config, replication).map_err(|e| e.to_string())
+}
+
+/// Without the `scylla` feature there is nothing to migrate.
+#[cfg(not(feature = "scylla"))]
+pub fn migrate_scylla(url: &str, _replication: &str) -> Result<(), String> {
+    Err(format!("{url}: this herald was built without the `scylla` feature"))
 }

@@ -46,6 +46,18 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Create the ScyllaDB keyspace and tables (idempotent):
+    /// `herald migrate --storage scylla://host:9042/keyspace`.
+    Migrate {
+        /// Keyspace replication, as CQL.
+        #[arg(
+            long,
+            default_value = "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}"
+        )]
+        replication: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 /// Settings flags (they override `HERALD_*` variables, which override the
@@ -76,6 +88,15 @@ struct ConfigArgs {
     /// Directory for durable data [default: ./herald-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Storage backend: "embedded" (under --data-dir), "memory" (nothing
+    /// survives a restart), or scylla://host:9042,host2:9042/keyspace
+    /// [default: embedded].
+    #[arg(long)]
+    storage: Option<String>,
+    /// When writes reach the disk: "always" (an ack means on disk),
+    /// "interval:10ms", "none" [default: always].
+    #[arg(long)]
+    sync: Option<String>,
     /// HS256 secret for client JWTs (at least 32 bytes).
     #[arg(long)]
     jwt_secret: Option<String>,
@@ -107,6 +128,11 @@ impl ConfigArgs {
             jwt_public_key: self.jwt_public_key.clone(),
             api_key: self.api_key.clone(),
             log_json: self.log_json.then_some(true),
+            storage: settings::StorageSettings {
+                backend: self.storage.clone(),
+                sync: self.sync.clone(),
+                ..Default::default()
+            },
             ..Settings::default()
         };
         settings::load(&settings::figment(self.config.as_deref(), &flags))
@@ -134,6 +160,31 @@ fn main() -> ExitCode {
             admin,
             config,
         } => token(&user, rooms, &ttl, admin, &config),
+        Command::Migrate { replication, config } => migrate(&replication, &config),
+    }
+}
+
+fn migrate(replication: &str, config: &ConfigArgs) -> ExitCode {
+    let loaded = match config.load() {
+        Ok(l) => l,
+        Err(e) => return config_error(&e),
+    };
+    init_tracing(loaded.log_json);
+    match &loaded.node.storage.backend {
+        herald_gateway::StorageBackend::Scylla(url) => match herald_gateway::migrate_scylla(url, replication) {
+            Ok(()) => {
+                eprintln!("herald: {url}: schema applied");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("herald: migrate: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("herald: the embedded store creates its schema itself; migrate is for --storage scylla://...");
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -194,6 +245,7 @@ fn serve(loaded: Loaded) -> ExitCode {
     let allowed_origins = config.allowed_origins.clone();
     let api_key = config.api_key.clone();
     let (shards, node_id) = (config.shards, config.node_id.clone());
+    let (config_storage, config_sync) = (config.storage.backend.clone(), config.storage.sync);
     // Before the node answers anything: a SIGTERM that arrives as soon as
     // /health answers must drain the node, not kill the process.
     let signals = match Signals::install() {
@@ -232,7 +284,15 @@ fn serve(loaded: Loaded) -> ExitCode {
         if development { "any user id" } else { "a JWT, see `herald token`" },
         if ops == addr { "" } else { " (internal listener)" }
     );
-    tracing::info!("history is kept in memory in this version; it does not survive a restart");
+    match &config_storage {
+        herald_gateway::StorageBackend::Memory => {
+            tracing::warn!("storage: memory; history and notifications do not survive a restart");
+        }
+        herald_gateway::StorageBackend::Embedded(dir) => {
+            tracing::info!(dir = %dir.display(), sync = ?config_sync, "storage: embedded");
+        }
+        other => tracing::info!(backend = ?other, sync = ?config_sync, "storage"),
+    }
     let trigger = node.shutdown_handle();
     signals.wait();
     tracing::info!("signal received: draining");

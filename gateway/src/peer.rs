@@ -24,6 +24,8 @@ pub(crate) struct Peer {
     user: Option<Arc<str>>,
     rooms: Vec<PeerRoom>,
     next_attempt: u32,
+    /// Requests of this session the storage service has not answered yet.
+    store_jobs: u16,
 }
 
 impl Peer {
@@ -34,6 +36,7 @@ impl Peer {
             user: None,
             rooms: Vec::new(),
             next_attempt: 0,
+            store_jobs: 0,
         }
     }
 
@@ -109,6 +112,23 @@ impl Peer {
         self.rooms.iter().find(|r| *r.room == *room).map(|r| &r.room)
     }
 
+    /// Counts a request handed to the storage service; false (and not
+    /// counted) when `max` are already waiting: one session must not fill
+    /// the queue every session shares.
+    pub(crate) fn start_store_job(&mut self, max: u16) -> bool {
+        if self.store_jobs >= max {
+            return false;
+        }
+        self.store_jobs += 1;
+        true
+    }
+
+    /// A request counted by [`start_store_job`](Self::start_store_job) was
+    /// answered (or never sent).
+    pub(crate) fn finish_store_job(&mut self) {
+        self.store_jobs = self.store_jobs.saturating_sub(1);
+    }
+
     /// Every room, forgotten (the connection is going).
     pub(crate) fn take_rooms(&mut self) -> Vec<Arc<str>> {
         std::mem::take(&mut self.rooms).into_iter().map(|r| r.room).collect()
@@ -139,6 +159,19 @@ mod tests {
         assert!(p.room("chat:a").is_some());
         assert_eq!(p.take_rooms().len(), 1);
         assert!(p.room("chat:a").is_none());
+    }
+
+    #[test]
+    fn storage_requests_in_flight_are_bounded() {
+        let mut p = peer();
+        assert!(p.start_store_job(2) && p.start_store_job(2));
+        assert!(!p.start_store_job(2), "the third waits for an answer");
+        p.finish_store_job();
+        assert!(p.start_store_job(2));
+        for _ in 0..5 {
+            p.finish_store_job();
+        }
+        assert!(p.start_store_job(1), "never below zero");
     }
 
     #[test]

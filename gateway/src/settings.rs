@@ -18,7 +18,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AllowedOrigins, AuthConfig, NamespaceConfig, NodeConfig, random_key};
+use crate::config::{AllowedOrigins, AuthConfig, NamespaceConfig, NodeConfig, StorageBackend, SyncPolicy, random_key};
 
 /// Everything a TOML file, the environment or flags can set. Absent keys
 /// keep the defaults documented on [`NodeConfig`] and in docs/CONFIG.md.
@@ -65,6 +65,43 @@ pub struct Settings {
     /// Options per room namespace (`[namespaces.chat]`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceSettings>,
+    /// `[storage]`: where history, notifications and events are kept.
+    #[serde(skip_serializing_if = "StorageSettings::is_empty")]
+    pub storage: StorageSettings,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)] // documented in docs/CONFIG.md, one line each
+pub struct StorageSettings {
+    /// "embedded" (default: under data_dir), "memory", or
+    /// "scylla://host:9042,host2:9042/keyspace".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// "always" (default), "interval:10ms", "none".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_queue: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_queue: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notifications_per_user: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events_max_age: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_interval: Option<String>,
+}
+
+impl StorageSettings {
+    fn is_empty(&self) -> bool {
+        *self == StorageSettings::default()
+    }
 }
 
 /// `allowed_origins` as written: a string or a list.
@@ -125,6 +162,13 @@ pub struct NamespaceSettings {
     /// Readers that fall behind get the newest message per room instead of
     /// every one (tickers, gauges).
     pub conflate: Option<bool>,
+    /// Messages are stored (history survives restarts); false keeps the
+    /// namespace's rooms in memory only.
+    pub durable: Option<bool>,
+    /// Stored messages kept per room (0: no bound).
+    pub retain_messages: Option<u64>,
+    /// Stored messages older than this are removed ("30d").
+    pub retain_max_age: Option<String>,
 }
 
 /// A node configuration and what else `herald serve` needs to know.
@@ -308,9 +352,11 @@ fn resolve(s: Settings) -> Result<Loaded, String> {
             None => node.namespaces.push((name.clone(), merged)),
         }
     }
+    let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("herald-data"));
+    apply_storage(&mut node, &s.storage, &data_dir)?;
     Ok(Loaded {
         node,
-        data_dir: s.data_dir.unwrap_or_else(|| PathBuf::from("herald-data")),
+        data_dir,
         log_json: s.log_json.unwrap_or(false),
         api_key_generated,
     })
@@ -419,6 +465,69 @@ fn apply_limits(node: &mut NodeConfig, l: &Limits) -> Result<(), String> {
     Ok(())
 }
 
+fn apply_storage(node: &mut NodeConfig, s: &StorageSettings, data_dir: &Path) -> Result<(), String> {
+    let c = &mut node.storage;
+    c.backend = match s.backend.as_deref().map(str::trim) {
+        None | Some("embedded") => StorageBackend::Embedded(data_dir.join("store")),
+        Some("memory") => StorageBackend::Memory,
+        Some(url) if url.starts_with("scylla://") => StorageBackend::Scylla(url.to_owned()),
+        Some(other) => {
+            return Err(format!(
+                "storage.backend: '{other}' is not \"embedded\", \"memory\" or scylla://host:port/keyspace"
+            ));
+        }
+    };
+    if let Some(v) = &s.sync {
+        c.sync = parse_sync(v)?;
+    }
+    for (name, value, slot) in [
+        ("write_queue", s.write_queue, &mut c.write_queue),
+        ("writers", s.writers, &mut c.writers),
+        ("read_queue", s.read_queue, &mut c.read_queue),
+        ("readers", s.readers, &mut c.readers),
+    ] {
+        if let Some(v) = value {
+            if v == 0 {
+                return Err(format!("storage.{name} must be at least 1"));
+            }
+            *slot = v;
+        }
+    }
+    if let Some(v) = s.notifications_per_user {
+        c.notifications_per_user = v.max(1);
+    }
+    c.events_max_age = duration("storage.events_max_age", &s.events_max_age, c.events_max_age)?;
+    c.retention_interval = duration(
+        "storage.retention_interval",
+        &s.retention_interval,
+        c.retention_interval,
+    )?;
+    if c.retention_interval.is_zero() {
+        return Err("storage.retention_interval must be more than 0".into());
+    }
+    Ok(())
+}
+
+/// "always", "none" or "interval:10ms".
+pub fn parse_sync(v: &str) -> Result<SyncPolicy, String> {
+    match v.trim() {
+        "always" => Ok(SyncPolicy::Always),
+        "none" => Ok(SyncPolicy::Never),
+        other => match other.strip_prefix("interval:") {
+            Some(d) => {
+                let d = parse_duration(d).map_err(|e| format!("storage.sync: {e}"))?;
+                if d.is_zero() {
+                    return Err("storage.sync: the interval must be more than 0".into());
+                }
+                Ok(SyncPolicy::Interval(d))
+            }
+            None => Err(format!(
+                "storage.sync: '{other}' is not \"always\", \"none\" or \"interval:10ms\""
+            )),
+        },
+    }
+}
+
 fn apply_namespace(name: &str, mut c: NamespaceConfig, s: &NamespaceSettings) -> Result<NamespaceConfig, String> {
     if let Some(v) = s.history {
         if v == 0 {
@@ -448,6 +557,15 @@ fn apply_namespace(name: &str, mut c: NamespaceConfig, s: &NamespaceSettings) ->
     }
     if let Some(v) = s.conflate {
         c.conflate = v;
+    }
+    if let Some(v) = s.durable {
+        c.durable = v;
+    }
+    if let Some(v) = s.retain_messages {
+        c.retain_messages = (v > 0).then_some(v);
+    }
+    if let Some(v) = &s.retain_max_age {
+        c.retain_max_age = Some(parse_duration(v).map_err(|e| format!("namespaces.{name}.retain_max_age: {e}"))?);
     }
     if let Some(v) = s.max_subscribers {
         if v == 0 {
@@ -513,8 +631,76 @@ mod tests {
     }
 
     #[test]
+    fn storage_settings_choose_the_backend_and_the_sync_policy() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "herald.toml",
+                r#"
+                data_dir = "/var/lib/herald"
+                [storage]
+                sync = "interval:10ms"
+                write_queue = 128
+                [namespaces.chat]
+                retain_messages = 500
+                retain_max_age = "30d"
+                [namespaces.ticks]
+                durable = false
+                "#,
+            )?;
+            let loaded =
+                load(&figment(Some(Path::new("herald.toml")), &Settings::default())).map_err(|e| e.to_string())?;
+            let n = loaded.node;
+            assert!(
+                matches!(&n.storage.backend, StorageBackend::Embedded(d) if d == Path::new("/var/lib/herald/store")),
+                "{:?}",
+                n.storage.backend
+            );
+            assert_eq!(n.storage.sync, SyncPolicy::Interval(Duration::from_millis(10)));
+            assert_eq!(n.storage.write_queue, 128);
+            assert_eq!(n.namespace("chat:x").retain_messages, Some(500));
+            assert_eq!(
+                n.namespace("chat:x").retain_max_age,
+                Some(Duration::from_secs(30 * 86_400))
+            );
+            assert!(!n.namespace("ticks:x").durable);
+            assert!(n.namespace("dash:x").durable, "stored unless turned off");
+            assert!(!n.namespace("game:x").durable, "game state is memory-only by default");
+            jail.set_env("HERALD_STORAGE__BACKEND", "scylla://10.0.0.1:9042,10.0.0.2/herald");
+            jail.set_env("HERALD_STORAGE__SYNC", "none");
+            let n = load(&figment(Some(Path::new("herald.toml")), &Settings::default()))
+                .map_err(|e| e.to_string())?
+                .node;
+            assert!(matches!(&n.storage.backend, StorageBackend::Scylla(u) if u.starts_with("scylla://10.0.0.1")));
+            assert_eq!(n.storage.sync, SyncPolicy::Never);
+            let flags = Settings {
+                storage: StorageSettings {
+                    backend: Some("memory".into()),
+                    ..StorageSettings::default()
+                },
+                ..Settings::default()
+            };
+            let n = load(&figment(None, &flags)).map_err(|e| e.to_string())?.node;
+            assert!(
+                matches!(n.storage.backend, StorageBackend::Memory),
+                "the flag beats the environment"
+            );
+            assert_eq!(
+                n.storage.sync,
+                SyncPolicy::Never,
+                "a flag left unset does not hide the environment"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_settings_are_explained() {
-        let cases: [(&str, &str); 14] = [
+        let cases: [(&str, &str); 19] = [
+            ("[storage]\nbackend = \"postgres://x\"", "scylla://"),
+            ("[storage]\nsync = \"sometimes\"", "interval:10ms"),
+            ("[storage]\nsync = \"interval:0ms\"", "more than 0"),
+            ("[storage]\nwrite_queue = 0", "storage.write_queue"),
+            ("[namespaces.chat]\nretain_max_age = \"forever\"", "retain_max_age"),
             ("allowed_origins = \"app.example.com\"", "not an origin"),
             ("static_dir = \"/nonexistent-herald-dir\"", "not a directory"),
             ("listen = \"0.0.0.0:8080\"", "loopback"),

@@ -175,6 +175,13 @@ pub enum ClientEvent {
         /// Detail.
         message: String,
     },
+    /// The user's unread notification count, which the server sends unasked
+    /// after every `Connected` (a `NotificationsPage` with request id 0 and
+    /// no notifications). Also kept: [`ClientSession::unread`].
+    Unread {
+        /// Unread notifications in total.
+        unread: u64,
+    },
     /// Any other frame from the server (presence, typing, pages,
     /// notifications, metrics, alerts), with the request id it answers.
     Frame {
@@ -250,6 +257,7 @@ pub struct ClientSession {
     idle_timeout: Option<Duration>,
     last_received: Instant,
     user_id: Option<String>,
+    unread: Option<u64>,
 }
 
 impl ClientSession {
@@ -268,6 +276,7 @@ impl ClientSession {
             idle_timeout: None,
             last_received: now,
             user_id: None,
+            unread: None,
         }
     }
 
@@ -296,6 +305,12 @@ impl ClientSession {
     /// The authenticated user id, once connected.
     pub fn user_id(&self) -> Option<&str> {
         self.user_id.as_deref()
+    }
+
+    /// The user's unread notification count as the server last told it
+    /// (after connecting, and in every notifications page); None until then.
+    pub fn unread(&self) -> Option<u64> {
+        self.unread
     }
 
     // ---- transport lifecycle ----------------------------------------------
@@ -574,6 +589,19 @@ impl ClientSession {
                         code: g.code(),
                         reason: g.reason().unwrap_or_default().to_owned(),
                         reconnect_after: (ms != 0).then(|| Duration::from_millis(u64::from(ms))),
+                    });
+                }
+            }
+            Body::NotificationsPage => {
+                let unread = decoded.body_as_notifications_page().map_or(0, |p| p.unread());
+                self.unread = Some(unread);
+                if request_id == 0 {
+                    self.events.push_back(ClientEvent::Unread { unread });
+                } else {
+                    self.pending.remove(&request_id);
+                    self.events.push_back(ClientEvent::Frame {
+                        request_id,
+                        body: decoded.unpack().body,
                     });
                 }
             }

@@ -41,6 +41,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::wire::{self, BodyT};
 use crate::{ClientConfig, ClientEvent, ClientSession, ErrorCode, Position, PublishOptions, SubscribeOptions};
 
 /// Reconnect backoff: `initial * 2^attempt`, capped at `max`, each delay
@@ -140,7 +141,31 @@ enum Command {
         oneshot::Sender<Result<Position, ClientError>>,
     ),
     Typing(String, bool),
+    /// Any other request; answered with the answer's body (None for a
+    /// `Reply{Ok}`).
+    Request(BodyT, oneshot::Sender<Result<Option<BodyT>, ClientError>>),
     Close,
+}
+
+/// A page of the user's notifications ([`Client::notifications`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotificationsQuery {
+    /// Only unread ones. Default true.
+    pub unread_only: bool,
+    /// Only ids below this one (0: from the newest).
+    pub before_id: u64,
+    /// At most this many (the server caps it). Default 50.
+    pub limit: u32,
+}
+
+impl Default for NotificationsQuery {
+    fn default() -> Self {
+        Self {
+            unread_only: true,
+            before_id: 0,
+            limit: 50,
+        }
+    }
 }
 
 /// Handle to a connection; cheap to clone.
@@ -236,6 +261,7 @@ impl Client {
                             events: etx,
                             publish_waiters: HashMap::new(),
                             subscribe_waiters: HashMap::new(),
+                            request_waiters: HashMap::new(),
                         };
                         tokio::spawn(driver.run(Some(ws)));
                         return Ok((Client { commands: tx }, Events { rx: erx }));
@@ -277,6 +303,54 @@ impl Client {
         self.send(Command::Typing(room.to_owned(), active)).await
     }
 
+    /// A page of the user's notifications, newest first, with the unread
+    /// count. The user is the one the token names: a session only ever
+    /// sees its own inbox.
+    pub async fn notifications(&self, query: NotificationsQuery) -> Result<wire::NotificationsPageT, ClientError> {
+        let q = wire::NotificationsQueryT {
+            unread_only: query.unread_only,
+            before_id: query.before_id,
+            limit: query.limit,
+        };
+        match self.request(BodyT::NotificationsQuery(Box::new(q))).await? {
+            Some(BodyT::NotificationsPage(p)) => Ok(*p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Marks the user's notifications read: `ids`, and every one with id <=
+    /// `up_to` (0: none).
+    pub async fn mark_read(&self, ids: Vec<u64>, up_to: u64) -> Result<(), ClientError> {
+        let m = wire::NotificationsMarkReadT { ids: Some(ids), up_to };
+        self.request(BodyT::NotificationsMarkRead(Box::new(m))).await.map(drop)
+    }
+
+    /// Records an analytics event and waits until the node stored it.
+    pub async fn track(&self, name: &str, value: f64, dimensions: &[(&str, &str)]) -> Result<(), ClientError> {
+        let dimensions = dimensions
+            .iter()
+            .map(|&(k, v)| wire::KeyValueT {
+                key: k.to_owned(),
+                value: Some(v.to_owned()),
+            })
+            .collect();
+        let e = wire::AnalyticsEventT {
+            name: name.to_owned(),
+            value,
+            dimensions: Some(dimensions),
+        };
+        self.request(BodyT::AnalyticsEvent(Box::new(e))).await.map(drop)
+    }
+
+    /// Sends a request and waits for its answer's body (None for `Reply{Ok}`;
+    /// an error `Reply` is [`ClientError::Server`]). While disconnected it
+    /// fails at once with `Unavailable`.
+    pub async fn request(&self, body: BodyT) -> Result<Option<BodyT>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Request(body, tx)).await?;
+        rx.await.map_err(|_| ClientError::Closed)?
+    }
+
     /// Closes the connection; pending requests fail with `Closed`.
     pub async fn close(&self) {
         let _ = self.commands.send(Command::Close).await;
@@ -284,6 +358,16 @@ impl Client {
 
     async fn send(&self, cmd: Command) -> Result<(), ClientError> {
         self.commands.send(cmd).await.map_err(|_| ClientError::Closed)
+    }
+}
+
+fn unexpected(body: Option<BodyT>) -> ClientError {
+    let what = body
+        .map(|b| wire::Body::variant_name(b.body_type()).unwrap_or("an unknown body"))
+        .unwrap_or("Reply");
+    ClientError::Server {
+        code: ErrorCode::MalformedFrame,
+        message: format!("unexpected answer: {what}"),
     }
 }
 
@@ -308,6 +392,7 @@ struct Driver {
     events: mpsc::Sender<ClientEvent>,
     publish_waiters: HashMap<u32, oneshot::Sender<Result<Position, ClientError>>>,
     subscribe_waiters: HashMap<String, Vec<oneshot::Sender<Result<Subscription, ClientError>>>>,
+    request_waiters: HashMap<u32, oneshot::Sender<Result<Option<BodyT>, ClientError>>>,
 }
 
 enum Exit {
@@ -470,6 +555,17 @@ impl Driver {
                 self.publish_waiters.insert(id, reply);
             }
             Command::Typing(room, active) => self.session.typing(&room, active),
+            Command::Request(body, reply) => match self.session.request(now, body) {
+                Some(id) => {
+                    self.request_waiters.insert(id, reply);
+                }
+                None => {
+                    let _ = reply.send(Err(ClientError::Server {
+                        code: ErrorCode::Unavailable,
+                        message: "not connected".into(),
+                    }));
+                }
+            },
             Command::Close => {}
         }
     }
@@ -511,6 +607,27 @@ impl Driver {
                     }));
                 }
             }
+            ClientEvent::Reply {
+                request_id,
+                code,
+                message,
+            } => {
+                if let Some(w) = self.request_waiters.remove(request_id) {
+                    let _ = w.send(if *code == ErrorCode::Ok {
+                        Ok(None)
+                    } else {
+                        Err(ClientError::Server {
+                            code: *code,
+                            message: message.clone(),
+                        })
+                    });
+                }
+            }
+            ClientEvent::Frame { request_id, body } if *request_id != 0 => {
+                if let Some(w) = self.request_waiters.remove(request_id) {
+                    let _ = w.send(Ok(Some(body.clone())));
+                }
+            }
             _ => {}
         }
     }
@@ -523,6 +640,9 @@ impl Driver {
             for w in ws {
                 let _ = w.send(Err(ClientError::Closed));
             }
+        }
+        for (_, w) in self.request_waiters.drain() {
+            let _ = w.send(Err(ClientError::Closed));
         }
     }
 }

@@ -165,6 +165,7 @@ export class Herald extends Emitter<HeraldEvents> {
   private _idleTimer: Timer | undefined;
   private _retryTimer: Timer | undefined;
   private _terminal: HeraldError | undefined;
+  private _unread: number | undefined;
 
   constructor(url: string, options: HeraldOptions = {}) {
     super();
@@ -188,6 +189,15 @@ export class Herald extends Emitter<HeraldEvents> {
   /** What the server said in the current (or last) `Connected`. */
   get session(): ConnectedEvent | undefined {
     return this._session;
+  }
+
+  /**
+   * The user's unread notification count as the node last told it: after
+   * each connect (the `unread` event) and with every `notifications()` page.
+   * Undefined until then.
+   */
+  get unread(): number | undefined {
+    return this._unread;
   }
 
   /** The idempotency key prefix of this client (random per instance). */
@@ -354,7 +364,13 @@ export class Herald extends Emitter<HeraldEvents> {
     );
   }
 
-  /** The user's notifications (`NotificationsQuery`), newest first. The node answers Unavailable until storage lands. */
+  /**
+   * A page of the user's stored notifications (`NotificationsQuery`), newest
+   * first, with the unread count; page back with `beforeId` = the smallest
+   * id seen while `hasMore`. The user is the token's: a session only ever
+   * reads its own inbox. Rejects Unavailable/Overloaded when the node's
+   * storage cannot answer.
+   */
   notifications(options: NotificationsOptions = {}): Promise<NotificationsPage> {
     return this._request(
       (rid) => encodeNotificationsQuery(rid, options.unreadOnly !== false, big(options.beforeId), options.limit ?? 50),
@@ -367,7 +383,10 @@ export class Herald extends Emitter<HeraldEvents> {
     );
   }
 
-  /** Marks notifications read (`NotificationsMarkRead`). The node answers Unavailable until storage lands. */
+  /**
+   * Marks the user's notifications read (`NotificationsMarkRead`): `ids` (at
+   * most 1,000) and every one with id <= `upTo`. Resolves once stored.
+   */
   markRead(options: MarkReadOptions = {}): Promise<void> {
     return this._request(
       (rid) => encodeMarkRead(rid, (options.ids ?? []).map((i) => big(i)), big(options.upTo)),
@@ -552,8 +571,13 @@ export class Herald extends Emitter<HeraldEvents> {
       }
       case Body.HistoryPage:
         return this._answer(rid, 0, "", t, f.body(new HistoryPageFrame()));
-      case Body.NotificationsPage:
-        return this._answer(rid, 0, "", t, f.body(new NotificationsPageFrame()));
+      case Body.NotificationsPage: {
+        const p = f.body(new NotificationsPageFrame()) as NotificationsPageFrame;
+        this._unread = Number(p.unread());
+        // Request id 0: the count the node sends unasked after Connected.
+        if (!rid) return this._emit("unread", { unread: this._unread });
+        return this._answer(rid, 0, "", t, p);
+      }
       case Body.Notification:
         return this._emit("notification", readNotification(f.body(new Notification()) as Notification));
       case Body.Error: {

@@ -13,6 +13,7 @@ export const ErrorCode = {
   VolatileNotAllowed: 109,
   Unavailable: 110,
   Timeout: 111,
+  Overloaded: 112,
   MalformedFrame: 200,
   FrameTooLarge: 201,
   UnsupportedFrame: 202,

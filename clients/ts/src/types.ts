@@ -262,6 +262,14 @@ export interface HeraldEvents {
   /** Every delivered message, including rooms the server sends without a subscription (`user:<id>`). */
   message: HeraldMessage;
   notification: HeraldNotification;
+  /** The user's unread notification count, sent by the node after each connect. */
+  unread: UnreadEvent;
+}
+
+/** The `unread` event. */
+export interface UnreadEvent {
+  /** Unread notifications in the user's inbox. */
+  unread: number;
 }
 
 /** Events of a `Subscription`. */

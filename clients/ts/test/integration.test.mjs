@@ -141,11 +141,87 @@ describe("one node", () => {
     );
     await assert.rejects(h.history("chat:nope"), (e) => e.code === "NotFound" && e.room === "chat:nope");
     await assert.rejects(h.presence("chat:nope"), (e) => e.code === "NotFound");
-    // Answered Unavailable until the node has storage (docs/PROTOCOL.md §4).
-    await assert.rejects(h.notifications({ unreadOnly: false, limit: 10 }), (e) => e.code === "Unavailable" && !e.fatal);
-    await assert.rejects(h.markRead({ ids: [1, 2], upTo: 3 }), (e) => e.code === "Unavailable");
+    // An inbox with nothing in it (the notifications test fills one).
+    const inbox = await h.notifications({ unreadOnly: false, limit: 10 });
+    assert.deepEqual(inbox, { notifications: [], unread: 0, hasMore: false });
+    await h.markRead({ ids: [1, 2], upTo: 3 });
     assert.equal(h.state, "connected");
     h.close();
+  });
+
+  test("notifications: the unread count on connect, pages newest first, markRead, only one's own", async () => {
+    const ids = [];
+    for (const kind of ["a", "b", "c"]) {
+      const sent = await node.api("POST", "/api/notify", { user: "ines", kind, title: `t${kind}`, data: { kind } });
+      assert.equal(sent.online_connections, 0);
+      ids.push(sent.id);
+    }
+    assert.ok(ids[0] < ids[1] && ids[1] < ids[2], `increasing ids ${ids}`);
+    const h = herald(node.url, { token: "ines" });
+    assert.deepEqual(await next(h, "unread"), { unread: 3 });
+    assert.equal(h.unread, 3);
+
+    const head = await h.notifications({ limit: 2 });
+    assert.deepEqual(
+      head.notifications.map((n) => [n.id, n.kind, n.title, n.read]),
+      [
+        [ids[2], "c", "tc", false],
+        [ids[1], "b", "tb", false],
+      ],
+    );
+    assert.deepEqual(head.notifications[0].json(), { kind: "c" });
+    assert.equal(head.unread, 3);
+    assert.equal(head.hasMore, true);
+    const rest = await h.notifications({ beforeId: ids[1] });
+    assert.deepEqual(
+      rest.notifications.map((n) => n.id),
+      [ids[0]],
+    );
+    assert.equal(rest.hasMore, false);
+
+    await h.markRead({ ids: [ids[0]] });
+    const unread = await h.notifications();
+    assert.deepEqual(
+      unread.notifications.map((n) => n.id),
+      [ids[2], ids[1]],
+    );
+    assert.equal(h.unread, 2);
+    await h.markRead({ upTo: ids[1] });
+    const live = next(h, "notification");
+    const d = await node.api("POST", "/api/notify", { user: "ines", kind: "d" });
+    assert.equal(d.online_connections, 1);
+    assert.equal((await live).id, d.id);
+    const all = await h.notifications({ unreadOnly: false });
+    assert.deepEqual(
+      all.notifications.map((n) => [n.id, n.read]),
+      [
+        [d.id, false],
+        [ids[2], false],
+        [ids[1], true],
+        [ids[0], true],
+      ],
+    );
+    assert.equal(all.unread, 2);
+    // The same inbox over HTTP.
+    const viaHttp = await node.api("GET", "/api/notifications/ines?unread_only=true");
+    assert.deepEqual(
+      viaHttp.notifications.map((n) => n.id),
+      [d.id, ids[2]],
+    );
+
+    // Someone else sees and marks only their own.
+    const otto = herald(node.url, { token: "otto" });
+    assert.deepEqual(await next(otto, "unread"), { unread: 0 });
+    assert.deepEqual((await otto.notifications({ unreadOnly: false })).notifications, []);
+    await otto.markRead({ ids, upTo: d.id });
+    assert.equal((await h.notifications()).unread, 2);
+
+    // The next connection is told the count again.
+    h.close();
+    const again = herald(node.url, { token: "ines" });
+    assert.deepEqual(await next(again, "unread"), { unread: 2 });
+    again.close();
+    otto.close();
   });
 
   test("pushes without a subscription: user:<id> messages and live notifications", async () => {

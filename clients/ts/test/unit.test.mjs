@@ -103,6 +103,7 @@ describe("errors", () => {
   test("code names and reconnect rules", () => {
     assert.equal(errorCodeName(0), "Ok");
     assert.equal(errorCodeName(213), "UnsupportedVersion");
+    assert.equal(errorCodeName(112), "Overloaded");
     assert.equal(errorCodeName(150), "Unknown");
     assert.equal(ErrorCode.Kicked, 211);
     for (const c of [205, 211, 213]) assert.equal(shouldReconnect(c, true), false);
@@ -436,6 +437,31 @@ describe("client (fake server)", () => {
     const n = herald.notifications();
     last().recv(srv.reply(last().sent.at(-1).rid, 110, 0n, 0n, "not yet"));
     await assert.rejects(n, (e) => e.code === "Unavailable" && e.codeNumber === 110 && !e.fatal);
+    herald.close();
+  });
+
+  test("unread: the count after Connected is an event and kept; a page answers its query and updates it", async () => {
+    const { herald, last } = client();
+    assert.equal(herald.unread, undefined);
+    await connect(last());
+    const u = next(herald, "unread");
+    last().recv(srv.notificationsPage(0, 4));
+    assert.deepEqual(await u, { unread: 4 });
+    assert.equal(herald.unread, 4);
+    const page = herald.notifications({ limit: 2 });
+    const q = last().sent.at(-1);
+    assert.equal(q.type, "NotificationsQuery");
+    last().recv(srv.notificationsPage(q.rid, 3, [[9, "b"], [7, "a"]], true));
+    const p = await page;
+    assert.deepEqual(
+      p.notifications.map((n) => [n.id, n.kind]),
+      [
+        [9, "b"],
+        [7, "a"],
+      ],
+    );
+    assert.equal(p.hasMore, true);
+    assert.equal(herald.unread, 3);
     herald.close();
   });
 

@@ -49,6 +49,13 @@ export const srv = {
       if (vec) w.Subscribed.addHistory(b, vec);
       return w.Subscribed.endSubscribed(b);
     }),
+  /** A `NotificationsPage` (request id 0: the unread count after Connected) with notifications `[id, kind]`. */
+  notificationsPage: (rid, unread, notes = [], hasMore = false) =>
+    frame(rid, Body.NotificationsPage, (b) => {
+      const items = notes.map(([id, kind]) => w.Notification.createNotification(b, BigInt(id), b.createString(kind), 0, 0, 0, 0n, false));
+      const vec = items.length ? w.NotificationsPage.createNotificationsVector(b, items) : 0;
+      return w.NotificationsPage.createNotificationsPage(b, vec, BigInt(unread), hasMore);
+    }),
   /** A frame whose body type is `type` (e.g. a client-only or unknown member). */
   raw: (rid, type) => frame(rid, type, (b) => w.Pong.createPong(b, 0n)),
 };

@@ -304,6 +304,7 @@ impl Shard {
             shared: &self.shared,
             mesh: &mut self.mesh,
             placer: self.placer,
+            store: &self.store,
         };
         match self
             .api
@@ -497,6 +498,7 @@ impl Shard {
         if !self.mesh.requests_waiting() && self.poll_events(Duration::ZERO) && !self.to_read.is_empty() {
             ShardStats::add(&self.stats.write_pass_reads, self.to_read.len() as u64);
             self.read_ready();
+            self.flush_events();
             handled = true;
         }
         if handled {

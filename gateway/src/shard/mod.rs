@@ -20,11 +20,13 @@
 //!
 //! `io.rs` holds the socket side (reading, parsing links, writing, closing),
 //! `peers.rs` the Herald side (session events to owners, owners' answers and
-//! deliveries to sessions and streams), `streams.rs` what is particular to
-//! SSE streams (opening one, its joins).
+//! deliveries to sessions and streams), `storage.rs` notifications and
+//! analytics through the storage service, `streams.rs` what is particular
+//! to SSE streams (opening one, its joins).
 
 mod io;
 mod peers;
+mod storage;
 mod streams;
 
 use std::sync::Arc;
@@ -32,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use herald_protocol::owner::OwnerConfig;
-use herald_storage::EphemeralLog;
+use herald_storage::{EphemeralLog, LogStore};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
@@ -45,6 +47,7 @@ use crate::mesh::{Mesh, Reply, Request};
 use crate::placement::{Placement, Placer};
 use crate::rooms::Rooms;
 use crate::stats::ShardStats;
+use crate::store::{IdClock, ShardStore, StorageStats, StoreLink};
 use crate::subscriptions::Subscriptions;
 use crate::timers::TimerWheel;
 
@@ -82,6 +85,11 @@ pub(crate) struct Shared {
     pub(crate) accepting: AtomicBool,
     /// Open sessions on the node, WebSocket and SSE (for `max_connections`).
     pub(crate) sessions_open: AtomicUsize,
+    /// Rooms keep history in the storage backend (not memory only).
+    pub(crate) durable: bool,
+    pub(crate) storage_stats: Arc<StorageStats>,
+    /// Notification ids, node-wide.
+    pub(crate) notification_ids: IdClock,
 }
 
 /// The listeners a shard accepts on.
@@ -100,6 +108,16 @@ pub(crate) struct Shard {
     conns: Connections,
     subs: Subscriptions,
     rooms: Rooms,
+    /// The storage service (notifications, analytics; the rooms' log store
+    /// is inside `rooms`).
+    store: StoreLink,
+    /// Unacknowledged analytics events read since the last flush, written
+    /// as one job (`storage.rs`).
+    events_batch: Vec<herald_storage::AnalyticsEvent>,
+    /// Unread counts asked for connecting sessions and not answered yet
+    /// (bounded, so a reconnect storm cannot crowd history reads out of
+    /// the storage read queue).
+    unread_in_flight: usize,
     placer: Placer,
     mesh: Mesh,
     timers: TimerWheel<ConnKey>,
@@ -143,14 +161,20 @@ impl std::fmt::Debug for Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(id: usize, shared: Arc<Shared>, poll: Poll, mut listeners: Listeners, mesh: Mesh) -> Self {
+    pub(crate) fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        poll: Poll,
+        mut listeners: Listeners,
+        mesh: Mesh,
+        store: ShardStore,
+    ) -> Self {
         let stats = shared.stats[id].clone();
         let shards = shared.stats.len();
         let config = &shared.config;
         let owner = OwnerConfig {
             epoch: epoch_base(crate::unix_ms(), id),
-            // History lives in the owners' memory windows only.
-            durable_store: false,
+            durable_store: shared.durable,
             shards: shards as u32,
             max_rooms: config.max_rooms.div_ceil(shards),
             dedup_per_room: config.dedup_per_room,
@@ -160,6 +184,12 @@ impl Shard {
             replay_budget: config.session.limits.max_outbound_bytes / 2,
             default_namespace: config.default_namespace.clone(),
             namespaces: config.namespaces.clone(),
+        };
+        let ShardStore { link, log } = store;
+        let log_store: Box<dyn LogStore> = if shared.durable {
+            Box::new(log)
+        } else {
+            Box::new(EphemeralLog::default())
         };
         let registry = poll.registry();
         if let Err(e) = registry.register(&mut listeners.public, LISTENER, Interest::READABLE) {
@@ -178,7 +208,10 @@ impl Shard {
             listeners: Some(listeners),
             conns: Connections::default(),
             subs: Subscriptions::default(),
-            rooms: Rooms::new(owner, Box::new(EphemeralLog::default())),
+            rooms: Rooms::new(owner, log_store),
+            store: link,
+            events_batch: Vec::new(),
+            unread_in_flight: 0,
             placer: Placer::new(shards),
             mesh,
             timers: TimerWheel::new(now),
@@ -233,6 +266,7 @@ impl Shard {
             if !self.mesh.requests_waiting() {
                 self.read_ready();
             }
+            self.flush_events();
             // Hand publishes and deliveries to other shards before writing
             // sockets, so they work in parallel with this shard's writes
             // instead of waiting for them.
@@ -343,6 +377,7 @@ impl Shard {
             handled += 1;
         }
         self.rooms.poll_store(crate::unix_ms(), &mut self.mesh, &self.stats);
+        self.poll_store_answers();
         handled
     }
 

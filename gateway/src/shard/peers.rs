@@ -37,7 +37,7 @@ impl Shard {
         self.mesh.request(owner, Request::Owner(input));
     }
 
-    fn peer_mut(&mut self, slot: usize) -> Option<&mut Peer> {
+    pub(super) fn peer_mut(&mut self, slot: usize) -> Option<&mut Peer> {
         self.conns.get_mut(slot).and_then(|c| c.link.peer_mut())
     }
 
@@ -153,7 +153,8 @@ impl Shard {
         peer.session.accept(Instant::now(), &accept);
         let user = peer.authenticated(identity);
         // Every connection of user U is in `user:U` without joining it.
-        self.subs.add_user(user, key);
+        self.subs.add_user(user.clone(), key);
+        self.send_unread(key, user);
         for r in resume {
             let recover = (r.position.epoch != 0).then_some(r.position);
             if !herald_protocol::valid_room_name(&r.room, max_name) {
@@ -244,6 +245,13 @@ impl Shard {
     }
 
     fn request(&mut self, slot: usize, key: ConnKey, request_id: u32, body: BodyT) {
+        // Notifications and analytics go to the storage service (storage.rs).
+        let body = match body {
+            BodyT::NotificationsQuery(q) => return self.notifications_query(slot, key, request_id, &q),
+            BodyT::NotificationsMarkRead(m) => return self.mark_read(slot, key, request_id, *m),
+            BodyT::AnalyticsEvent(e) => return self.analytics_event(slot, key, request_id, *e),
+            other => other,
+        };
         let origin = self.conn_origin(key, request_id, 0);
         let max_history = self.shared.config.max_history();
         let Some(peer) = self.peer_mut(slot) else { return };

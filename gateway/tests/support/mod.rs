@@ -331,9 +331,28 @@ pub async fn ws_hello(url: &str, token: &str) -> RawWs {
     ws
 }
 
+/// Whether a frame is the unread count every session gets unasked after
+/// `Connected`: a `NotificationsPage` with request id 0 (docs/PROTOCOL.md).
+pub fn is_unread_count(request_id: u32, body: &herald_protocol::wire::BodyT) -> bool {
+    request_id == 0 && matches!(body, herald_protocol::wire::BodyT::NotificationsPage(_))
+}
+
+/// The next binary frame from the server, decoded and unpacked (None once
+/// closed), past the unread count a session gets after `Connected` (which
+/// arrives whenever the storage service answers): tests about anything else
+/// need not expect it. [`ws_next_frame`] returns every frame.
+pub async fn ws_next_body(ws: &mut RawWs) -> Option<(u32, herald_protocol::wire::BodyT)> {
+    loop {
+        match ws_next_frame(ws).await {
+            Some((id, body)) if is_unread_count(id, &body) => {}
+            other => return other,
+        }
+    }
+}
+
 /// The next binary frame from the server, decoded and unpacked (None once
 /// closed).
-pub async fn ws_next_body(ws: &mut RawWs) -> Option<(u32, herald_protocol::wire::BodyT)> {
+pub async fn ws_next_frame(ws: &mut RawWs) -> Option<(u32, herald_protocol::wire::BodyT)> {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
     tokio::time::timeout(WAIT, async {
@@ -507,12 +526,18 @@ impl NodeProcess {
     /// and waits for `/health`.
     pub async fn start(shards: usize, args: &[&str]) -> NodeProcess {
         let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let data_dir = std::env::temp_dir().join(format!("herald-test-{}-{port}", std::process::id()));
+        Self::start_at(port, shards, &data_dir, args).await
+    }
+
+    /// [`start`](Self::start) on `port` with `data_dir` (a restart on the
+    /// same directory finds what the last process stored).
+    pub async fn start_at(port: u16, shards: usize, data_dir: &std::path::Path, args: &[&str]) -> NodeProcess {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_herald"));
         cmd.args(["serve", "--listen", &addr.to_string(), "--shards", &shards.to_string()])
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(data_dir)
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(std::process::Stdio::null())
@@ -557,6 +582,12 @@ impl NodeProcess {
 
     pub fn url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// SIGKILL: no drain, no final sync.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

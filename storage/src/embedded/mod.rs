@@ -113,8 +113,10 @@ impl EmbeddedStorage {
             .open()
             .map_err(|e| failed(&format!("opening {}", dir.display()), e))?;
         let keyspace = |name: &str| {
-            db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES))
-                .map_err(|e| failed(&format!("opening keyspace {name}"), e))
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
+            .map_err(|e| failed(&format!("opening keyspace {name}"), e))
         };
         let ks = Keyspaces {
             messages: keyspace("messages")?,
