@@ -34,8 +34,10 @@ start() { # start herald|socketio
   case $1 in
     herald)
       # Publish limits raised so a few publisher connections can drive the
-      # schedule; everything else is the default configuration.
+      # schedule; history in memory like the Socket.IO peer's (STORAGE=embedded
+      # for a durable node); everything else is the default configuration.
       HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
+        HERALD_STORAGE__BACKEND="${STORAGE:-memory}" \
         target/release/herald serve --listen "127.0.0.1:$HERALD_PORT" --shards "$SHARDS" \
         --data-dir "$OUT/data" >"$OUT/herald.log" 2>&1 &
       pid=$!; url="ws://127.0.0.1:$HERALD_PORT/ws"; health="http://127.0.0.1:$HERALD_PORT/health" ;;

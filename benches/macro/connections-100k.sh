@@ -23,7 +23,8 @@ trap stop_nodes EXIT
 targets=()
 for i in $(seq 0 $((NODES - 1))); do
   port=$((BASE_PORT + i))
-  target/release/herald serve --listen "127.0.0.1:$port" --shards 1 --node-id "n$i" \
+  HERALD_STORAGE__BACKEND="${STORAGE:-memory}" \
+    target/release/herald serve --listen "127.0.0.1:$port" --shards 1 --node-id "n$i" \
     --data-dir "$OUT/data-$i" >"$OUT/herald-$i.log" 2>&1 &
   pids+=($!)
   targets+=("ws://127.0.0.1:$port/ws")

@@ -27,9 +27,14 @@ stop_node() {
 
 # start_bench_node BINARY SHARDS DATA_DIR LOG: a node on 127.0.0.1:$PORT
 # (pid in node_pid), default settings except the per-connection publish
-# rate, raised so a few publisher connections can drive a schedule.
+# rate, raised so a few publisher connections can drive a schedule, and the
+# storage backend: STORAGE (default "memory", as every figure before durable
+# storage was taken; storage.sh sets "embedded"). It is passed in the
+# environment, which binaries older than the storage work ignore, so A/B
+# scripts can still run them.
 start_bench_node() {
   HERALD_LIMITS__PUBLISH_RATE_PER_SEC=1000000 HERALD_LIMITS__PUBLISH_BURST=1000000 \
+    HERALD_STORAGE__BACKEND="${STORAGE:-memory}" \
     "$1" serve --listen "127.0.0.1:$PORT" --shards "$2" --data-dir "$3" >"$4" 2>&1 &
   node_pid=$!
   wait_healthy "http://127.0.0.1:$PORT/health" && return 0
