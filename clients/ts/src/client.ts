@@ -21,6 +21,7 @@ import {
   encodeConnect,
   encodeHistoryQuery,
   encodeMarkRead,
+  encodeAnalyticsEvent,
   encodeNotificationsQuery,
   encodePong,
   encodePresenceQuery,
@@ -393,6 +394,16 @@ export class Herald extends Emitter<HeraldEvents> {
       Body.Reply,
       (): void => undefined,
     );
+  }
+
+  /**
+   * Records an analytics event (`AnalyticsEvent`: a page view, a click, a
+   * game event) with its value (default 1) and tags, stamped and stored by
+   * the node and rolled up per minute. Resolves once stored (name up to 128
+   * bytes, at most 16 tags of 128 bytes each).
+   */
+  track(name: string, value = 1, tags: Record<string, string> = {}): Promise<void> {
+    return this._request((rid) => encodeAnalyticsEvent(rid, name, value, tags), Body.Reply, (): void => undefined);
   }
 
   /**

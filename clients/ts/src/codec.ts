@@ -1,10 +1,12 @@
 // Frame encoders, on the generated bindings (schemas/generated/ts, not forked).
 import { Builder, ByteBuffer } from "flatbuffers";
 import {
+  AnalyticsEvent,
   Body,
   Connect,
   Frame,
   HistoryQuery,
+  KeyValue,
   NotificationsMarkRead,
   NotificationsQuery,
   Pong,
@@ -84,6 +86,13 @@ export function encodeNotificationsQuery(rid: number, unreadOnly: boolean, befor
 export function encodeMarkRead(rid: number, ids: bigint[], upTo: bigint): Uint8Array {
   const vec = ids.length ? NotificationsMarkRead.createIdsVector(b, ids) : 0;
   return finish(rid, Body.NotificationsMarkRead, NotificationsMarkRead.createNotificationsMarkRead(b, vec, upTo));
+}
+
+export function encodeAnalyticsEvent(rid: number, name: string, value: number, tags: Record<string, string>): Uint8Array {
+  const pairs = Object.entries(tags).map(([k, v]) => KeyValue.createKeyValue(b, b.createString(k), b.createString(v)));
+  const dims = pairs.length ? AnalyticsEvent.createDimensionsVector(b, pairs) : 0;
+  const ev = AnalyticsEvent.createAnalyticsEvent(b, b.createString(name), value, dims);
+  return finish(rid, Body.AnalyticsEvent, ev);
 }
 
 export function encodePong(nonce: bigint): Uint8Array {

@@ -149,6 +149,24 @@ describe("one node", () => {
     h.close();
   });
 
+  test("track: analytics events are stored and rolled up per minute; bad ones are refused", async () => {
+    const h = herald(node.url, { token: "tess" });
+    await next(h, "unread");
+    const name = `ts.click.${process.pid}`;
+    await h.track(name);
+    await h.track(name, 5, { page: "/home" });
+    await h.track(name, 2);
+    const { rollups } = await node.api("GET", `/api/events/${name}/rollups`);
+    const total = rollups.reduce(
+      (t, r) => ({ count: t.count + r.count, sum: t.sum + r.sum, min: Math.min(t.min, r.min), max: Math.max(t.max, r.max) }),
+      { count: 0, sum: 0, min: Infinity, max: -Infinity },
+    );
+    assert.deepEqual(total, { count: 3, sum: 8, min: 1, max: 5 });
+    await assert.rejects(h.track("x".repeat(200)), (e) => e.code === "BadRequest");
+    assert.equal(h.state, "connected");
+    h.close();
+  });
+
   test("notifications: the unread count on connect, pages newest first, markRead, only one's own", async () => {
     const ids = [];
     for (const kind of ["a", "b", "c"]) {
