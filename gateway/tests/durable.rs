@@ -347,3 +347,88 @@ async fn a_full_write_queue_answers_overloaded_at_once_and_nothing_acknowledged_
     assert!(metric(node.addr, "herald_storage_overloaded_total", "").await >= 4);
     stop(node).await;
 }
+
+/// A room log that counts syncs.
+#[derive(Debug)]
+struct CountingSyncs {
+    inner: Arc<dyn RoomLog>,
+    syncs: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RoomLog for CountingSyncs {
+    fn append(&self, batch: &[LogEntry]) -> StorageResult<()> {
+        self.inner.append(batch)
+    }
+    fn sync(&self) -> StorageResult<()> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.sync()
+    }
+    fn head(&self, room: &str) -> StorageResult<Option<RoomHead>> {
+        self.inner.head(room)
+    }
+    fn read(&self, room: &str, epoch: u64, range: ReadRange) -> StorageResult<ReadPage> {
+        self.inner.read(room, epoch, range)
+    }
+    fn read_time(&self, room: &str, from_ms: u64, to_ms: u64, limit: usize) -> StorageResult<Vec<Stored>> {
+        self.inner.read_time(room, from_ms, to_ms, limit)
+    }
+    fn trim(&self, room: &str, retention: Retention, now_ms: u64) -> StorageResult<u64> {
+        self.inner.trim(room, retention, now_ms)
+    }
+    fn rooms(&self, after: Option<&str>, limit: usize) -> StorageResult<Vec<Arc<str>>> {
+        self.inner.rooms(after, limit)
+    }
+}
+
+/// Publishes `n` messages one after another on a node with `sync`; returns
+/// the log's syncs after the acks, after `settle`, and after shutdown.
+async fn syncs_under(sync: SyncPolicy, n: u64, settle: std::time::Duration) -> (u64, u64, u64) {
+    let memory = herald_storage::memory::storage();
+    let syncs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let storage = Storage {
+        log: Arc::new(CountingSyncs {
+            inner: memory.log.clone(),
+            syncs: syncs.clone(),
+        }),
+        ..memory
+    };
+    let mut c = config(StorageBackend::Opened(storage));
+    c.storage.sync = sync;
+    let node = node_with(c);
+    let (alice, _events) = client(&node.url(), "alice").await;
+    for i in 0..n {
+        let p = alice
+            .publish("chat:s", vec![i as u8], PublishOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(p.offset, i + 1);
+    }
+    let count = || syncs.load(std::sync::atomic::Ordering::SeqCst);
+    let after_acks = count();
+    tokio::time::sleep(settle).await;
+    let settled = count();
+    alice.close().await;
+    stop(node).await;
+    (after_acks, settled, count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_policy_decides_when_the_log_is_synced() {
+    // always: every acknowledged publish was synced before its ack (one at
+    // a time here, so one sync each).
+    let (acked, _, _) = syncs_under(SyncPolicy::Always, 20, std::time::Duration::ZERO).await;
+    assert!(acked >= 20, "a sync before every ack: {acked}");
+    // interval: acks do not wait; a sync follows within the interval and
+    // covers many appends.
+    let every = std::time::Duration::from_millis(200);
+    let (acked, settled, _) = syncs_under(SyncPolicy::Interval(every), 20, every * 3).await;
+    assert!(settled >= 1, "synced within the interval");
+    assert!(
+        acked < 20 && settled < 20,
+        "syncs shared by many appends: {acked} then {settled}"
+    );
+    // none: never synced while running; once at shutdown.
+    let (acked, settled, stopped) = syncs_under(SyncPolicy::Never, 20, std::time::Duration::from_millis(300)).await;
+    assert_eq!((acked, settled), (0, 0));
+    assert!(stopped >= 1, "what was written is synced when the node stops");
+}
