@@ -253,17 +253,36 @@ async fn a_failing_store_refuses_publishes_with_unavailable_and_the_node_keeps_s
     stop(node).await;
 }
 
-/// A room log whose appends wait until the test opens the gate: the writer
-/// is stuck in its first commit while the queue behind it fills.
+/// A room log around another that the tests watch and hold: appends wait
+/// while `gate` is closed (the writer is stuck in its commit while the
+/// queue behind it fills), and syncs are counted.
 #[derive(Debug)]
-struct Gated {
+struct Instrumented {
     inner: Arc<dyn RoomLog>,
-    open: Arc<(Mutex<bool>, Condvar)>,
+    gate: Gate,
+    syncs: Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl RoomLog for Gated {
+/// Open or closed, and the condition appends wait on.
+type Gate = Arc<(Mutex<bool>, Condvar)>;
+
+impl Instrumented {
+    /// `storage` with its room log instrumented; the gate starts `open`.
+    fn wrap(storage: Storage, open: bool) -> (Storage, Gate, Arc<std::sync::atomic::AtomicU64>) {
+        let gate = Arc::new((Mutex::new(open), Condvar::new()));
+        let syncs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let log = Arc::new(Instrumented {
+            inner: storage.log.clone(),
+            gate: gate.clone(),
+            syncs: syncs.clone(),
+        });
+        (Storage { log, ..storage }, gate, syncs)
+    }
+}
+
+impl RoomLog for Instrumented {
     fn append(&self, batch: &[LogEntry]) -> StorageResult<()> {
-        let (lock, cv) = &*self.open;
+        let (lock, cv) = &*self.gate;
         let mut open = lock.lock().unwrap();
         while !*open {
             open = cv.wait(open).unwrap();
@@ -272,6 +291,7 @@ impl RoomLog for Gated {
         self.inner.append(batch)
     }
     fn sync(&self) -> StorageResult<()> {
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.sync()
     }
     fn head(&self, room: &str) -> StorageResult<Option<RoomHead>> {
@@ -293,15 +313,7 @@ impl RoomLog for Gated {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_write_queue_answers_overloaded_at_once_and_nothing_acknowledged_is_lost() {
-    let memory = herald_storage::memory::storage();
-    let open = Arc::new((Mutex::new(false), Condvar::new()));
-    let storage = Storage {
-        log: Arc::new(Gated {
-            inner: memory.log.clone(),
-            open: open.clone(),
-        }),
-        ..memory
-    };
+    let (storage, open, _) = Instrumented::wrap(herald_storage::memory::storage(), false);
     let mut c = config(StorageBackend::Opened(storage));
     c.storage.write_queue = 2;
     c.storage.sync = SyncPolicy::Always;
@@ -348,50 +360,10 @@ async fn a_full_write_queue_answers_overloaded_at_once_and_nothing_acknowledged_
     stop(node).await;
 }
 
-/// A room log that counts syncs.
-#[derive(Debug)]
-struct CountingSyncs {
-    inner: Arc<dyn RoomLog>,
-    syncs: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl RoomLog for CountingSyncs {
-    fn append(&self, batch: &[LogEntry]) -> StorageResult<()> {
-        self.inner.append(batch)
-    }
-    fn sync(&self) -> StorageResult<()> {
-        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.sync()
-    }
-    fn head(&self, room: &str) -> StorageResult<Option<RoomHead>> {
-        self.inner.head(room)
-    }
-    fn read(&self, room: &str, epoch: u64, range: ReadRange) -> StorageResult<ReadPage> {
-        self.inner.read(room, epoch, range)
-    }
-    fn read_time(&self, room: &str, from_ms: u64, to_ms: u64, limit: usize) -> StorageResult<Vec<Stored>> {
-        self.inner.read_time(room, from_ms, to_ms, limit)
-    }
-    fn trim(&self, room: &str, retention: Retention, now_ms: u64) -> StorageResult<u64> {
-        self.inner.trim(room, retention, now_ms)
-    }
-    fn rooms(&self, after: Option<&str>, limit: usize) -> StorageResult<Vec<Arc<str>>> {
-        self.inner.rooms(after, limit)
-    }
-}
-
 /// Publishes `n` messages one after another on a node with `sync`; returns
 /// the log's syncs after the acks, after `settle`, and after shutdown.
 async fn syncs_under(sync: SyncPolicy, n: u64, settle: std::time::Duration) -> (u64, u64, u64) {
-    let memory = herald_storage::memory::storage();
-    let syncs = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let storage = Storage {
-        log: Arc::new(CountingSyncs {
-            inner: memory.log.clone(),
-            syncs: syncs.clone(),
-        }),
-        ..memory
-    };
+    let (storage, _, syncs) = Instrumented::wrap(herald_storage::memory::storage(), true);
     let mut c = config(StorageBackend::Opened(storage));
     c.storage.sync = sync;
     let node = node_with(c);
