@@ -133,6 +133,10 @@ pub struct StorageConfig {
     /// Writes (appends, marks) waiting for the writers, node-wide; beyond it
     /// publishers get `Overloaded`.
     pub write_queue: usize,
+    /// Bytes those writes may hold (payloads and strings), node-wide;
+    /// beyond it `Overloaded` too. Bounds the node's memory while a disk is
+    /// slow whatever the payload sizes.
+    pub write_queue_bytes: usize,
     /// Writer threads (at most one per shard; shard i writes through writer
     /// i mod n). One per node shares each sync among all shards' appends
     /// (BENCHMARKS.md, "Durable storage", measured both).
@@ -155,6 +159,7 @@ impl Default for StorageConfig {
             backend: StorageBackend::Memory,
             sync: SyncPolicy::Always,
             write_queue: 64 * 1024,
+            write_queue_bytes: 64 * 1024 * 1024,
             writers: 1,
             read_queue: 16 * 1024,
             readers: 2,

@@ -85,6 +85,8 @@ pub struct StorageSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_queue: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_queue_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub writers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_queue: Option<usize>,
@@ -483,6 +485,7 @@ fn apply_storage(node: &mut NodeConfig, s: &StorageSettings, data_dir: &Path) ->
     for (name, value, slot) in [
         ("write_queue", s.write_queue, &mut c.write_queue),
         ("writers", s.writers, &mut c.writers),
+        ("write_queue_bytes", s.write_queue_bytes, &mut c.write_queue_bytes),
         ("read_queue", s.read_queue, &mut c.read_queue),
         ("readers", s.readers, &mut c.readers),
     ] {

@@ -404,3 +404,45 @@ async fn the_sync_policy_decides_when_the_log_is_synced() {
     assert_eq!((acked, settled), (0, 0));
     assert!(stopped >= 1, "what was written is synced when the node stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bytes_waiting_for_a_stuck_writer_are_bounded_not_only_their_count() {
+    let (storage, open, _) = Instrumented::wrap(herald_storage::memory::storage(), false);
+    let mut c = config(StorageBackend::Opened(storage));
+    c.storage.write_queue = 10_000;
+    c.storage.write_queue_bytes = 40 * 1024;
+    let node = node_with(c);
+    let big = "x".repeat(16 * 1024);
+    let mut waiting = Vec::new();
+    let mut refused = 0;
+    for i in 0..6 {
+        let room = format!("chat:b{i}");
+        let task = tokio::spawn(api_publish(node.addr, &room, &big));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if task.is_finished() {
+            let (status, body) = task.await.unwrap();
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (503, Some("overloaded")),
+                "{body}"
+            );
+            refused += 1;
+        } else {
+            waiting.push(task);
+        }
+    }
+    // Two 16 KiB messages fit in 40 KiB; the rest are refused at once
+    // although the queue has room for 10,000 jobs.
+    assert_eq!((waiting.len(), refused), (2, 4));
+    {
+        let (lock, cv) = &*open;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+    for task in waiting {
+        assert_eq!(task.await.unwrap().0, 200);
+    }
+    // The budget is given back: the next one is taken.
+    assert_eq!(api_publish(node.addr, "chat:b9", &big).await.0, 200);
+    stop(node).await;
+}

@@ -96,3 +96,25 @@ pub(crate) enum StoreAnswer {
     /// Per-minute rollups, oldest first.
     Rollups(Result<Vec<Rollup>, LogError>),
 }
+
+impl WriteJob {
+    /// About what the job holds in memory while it waits (payloads and
+    /// strings, plus a fixed overhead): what the node's write budget counts.
+    pub(crate) fn bytes(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        OVERHEAD
+            + match self {
+                WriteJob::Append { entry, .. } => {
+                    entry.room.len() + entry.message.publisher.len() + entry.message.payload.len()
+                }
+                WriteJob::Notify { record, .. } => {
+                    record.user.len() + record.kind.len() + record.title.len() + record.body.len() + record.data.len()
+                }
+                WriteJob::MarkRead { user, ids, .. } => user.len() + ids.len() * 8,
+                WriteJob::Events { events, .. } => events
+                    .iter()
+                    .map(|e| OVERHEAD + e.name.len() + e.tags.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
+                    .sum(),
+            }
+    }
+}

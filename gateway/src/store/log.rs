@@ -10,7 +10,7 @@ use herald_protocol::owner::{LogDone, LogError, LogRequest};
 use herald_storage::{LogEntry, LogStore};
 
 use super::StorageStats;
-use super::{ReadJob, WriteJob, send};
+use super::{ReadJob, WriteBudget, WriteJob, send, send_write};
 
 /// A [`LogStore`] over the storage service.
 #[derive(Debug)]
@@ -22,6 +22,7 @@ pub(crate) struct DurableLog {
     /// Requests refused on the spot (a full queue), answered on the next poll.
     refused: VecDeque<LogDone>,
     stats: Arc<StorageStats>,
+    budget: Arc<WriteBudget>,
 }
 
 impl DurableLog {
@@ -31,6 +32,7 @@ impl DurableLog {
         reads: SyncSender<ReadJob>,
         answers: Receiver<LogDone>,
         stats: Arc<StorageStats>,
+        budget: Arc<WriteBudget>,
     ) -> Self {
         Self {
             shard,
@@ -39,6 +41,7 @@ impl DurableLog {
             answers,
             refused: VecDeque::new(),
             stats,
+            budget,
         }
     }
 }
@@ -62,11 +65,13 @@ impl LogStore for DurableLog {
                         message,
                     },
                 };
-                send(&self.writes, job, &self.stats).err().map(|e| LogDone::Appended {
-                    ticket,
-                    room,
-                    result: Err(e),
-                })
+                send_write(&self.writes, job, &self.stats, &self.budget)
+                    .err()
+                    .map(|e| LogDone::Appended {
+                        ticket,
+                        room,
+                        result: Err(e),
+                    })
             }
             LogRequest::Read {
                 ticket,

@@ -90,12 +90,13 @@ pub(crate) struct StoreLink {
     reads: SyncSender<ReadJob>,
     done: Receiver<StoreDone>,
     stats: Arc<StorageStats>,
+    budget: Arc<WriteBudget>,
 }
 
 impl StoreLink {
     /// Queues a write; a full queue or a stopped writer is an error now.
     pub(crate) fn write(&self, job: WriteJob) -> Result<(), LogError> {
-        send(&self.writes, job, &self.stats)
+        send_write(&self.writes, job, &self.stats, &self.budget)
     }
 
     /// Queues a read; a full queue or stopped readers is an error now.
@@ -107,6 +108,62 @@ impl StoreLink {
     pub(crate) fn poll_done(&self) -> Option<StoreDone> {
         self.done.try_recv().ok()
     }
+}
+
+/// The bytes that writes waiting for the writers may hold, node-wide: the
+/// queue's length alone would let large payloads hold gigabytes (65,536
+/// jobs of 32 KiB) while a disk is slow.
+#[derive(Debug)]
+pub(crate) struct WriteBudget {
+    queued: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl WriteBudget {
+    fn new(max: usize) -> Self {
+        Self {
+            queued: std::sync::atomic::AtomicUsize::new(0),
+            max: max.max(1),
+        }
+    }
+
+    fn take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut cur = self.queued.load(Relaxed);
+        loop {
+            // One job always fits an empty budget, however large.
+            if cur > 0 && cur + n > self.max {
+                return false;
+            }
+            match self.queued.compare_exchange_weak(cur, cur + n, Relaxed, Relaxed) {
+                Ok(_) => return true,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    pub(crate) fn give(&self, n: usize) {
+        self.queued.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Queues a write within the node's write budget.
+fn send_write(
+    to: &SyncSender<WriteJob>,
+    job: WriteJob,
+    stats: &StorageStats,
+    budget: &WriteBudget,
+) -> Result<(), LogError> {
+    let n = job.bytes();
+    if !budget.take(n) {
+        StorageStats::add(&stats.overloaded, 1);
+        return Err(LogError::Overloaded);
+    }
+    let sent = send(to, job, stats);
+    if sent.is_err() {
+        budget.give(n);
+    }
+    sent
 }
 
 fn send<T>(to: &SyncSender<T>, job: T, stats: &StorageStats) -> Result<(), LogError> {
@@ -150,6 +207,7 @@ impl StorageService {
         let per_writer = (config.write_queue / writers).max(1);
         let (write_txs, write_rxs): (Vec<_>, Vec<_>) = (0..writers).map(|_| sync_channel(per_writer)).unzip();
         let (read_tx, read_rx) = sync_channel(config.read_queue.max(1));
+        let budget = Arc::new(WriteBudget::new(config.write_queue_bytes));
         let mut returns = Vec::with_capacity(wakers.len());
         let mut shard_stores = Vec::with_capacity(wakers.len());
         for (i, waker) in wakers.iter().enumerate() {
@@ -166,8 +224,16 @@ impl StorageService {
                 reads: read_tx.clone(),
                 done: done_rx,
                 stats: stats.clone(),
+                budget: budget.clone(),
             };
-            let log = DurableLog::new(i, write_tx.clone(), read_tx.clone(), log_rx, stats.clone());
+            let log = DurableLog::new(
+                i,
+                write_tx.clone(),
+                read_tx.clone(),
+                log_rx,
+                stats.clone(),
+                budget.clone(),
+            );
             shard_stores.push(ShardStore { link, log });
         }
         drop((write_txs, read_tx));
@@ -177,10 +243,21 @@ impl StorageService {
         let sync = config.sync;
         for (w, write_rx) in write_rxs.into_iter().enumerate() {
             let (storage, returns, stats, errors) = (storage.clone(), returns.clone(), stats.clone(), errors.clone());
+            let budget = budget.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("storage-writer-{w}"))
-                    .spawn(move || writer::run(&storage, sync, &write_rx, Outbox::new(returns), &stats, &errors))?,
+                    .spawn(move || {
+                        writer::run(
+                            &storage,
+                            sync,
+                            &write_rx,
+                            Outbox::new(returns),
+                            &stats,
+                            &errors,
+                            &budget,
+                        )
+                    })?,
             );
         }
         let read_rx = Arc::new(std::sync::Mutex::new(read_rx));

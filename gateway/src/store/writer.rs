@@ -11,7 +11,7 @@ use herald_protocol::owner::{LogDone, LogError};
 use herald_storage::{AnalyticsEvent, LogEntry, MarkRead, NotificationRecord, Storage, StorageError};
 
 use super::log::failed;
-use super::{Outbox, StorageStats, StoreAnswer, StoreDone, WriteJob, syncs_before_answer};
+use super::{Outbox, StorageStats, StoreAnswer, StoreDone, WriteBudget, WriteJob, syncs_before_answer};
 use crate::config::SyncPolicy;
 
 /// Most jobs in one commit, so answers are never held back for long.
@@ -42,6 +42,7 @@ pub(super) fn run(
     mut out: Outbox,
     stats: &Arc<StorageStats>,
     errors: &ErrorLog,
+    budget: &WriteBudget,
 ) {
     let mut batch = Vec::new();
     // Written but not synced yet (interval policy), since when.
@@ -68,7 +69,10 @@ pub(super) fn run(
                     Err(_) => break,
                 }
             }
+            // Taken off the budget when the commit is done with them.
+            let held: usize = batch.iter().map(WriteJob::bytes).sum();
             commit(storage, sync, &mut batch, &mut out, stats, errors);
+            budget.give(held);
             if matches!(sync, SyncPolicy::Interval(_)) && unsynced.is_none() {
                 unsynced = Some(Instant::now());
             }
