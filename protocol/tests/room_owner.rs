@@ -18,6 +18,7 @@ fn config() -> OwnerConfig {
     OwnerConfig {
         epoch: 7,
         durable_store: true,
+        cluster: false,
         shards: 4,
         max_rooms: 3,
         dedup_per_room: 100,
@@ -167,6 +168,7 @@ impl Harness {
                 room,
                 result: Ok(self.head),
             },
+            LogRequest::Cluster(request) => panic!("not in a cluster: {request:?}"),
         };
         self.handle(Input::Log(done));
     }

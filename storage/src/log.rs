@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use herald_protocol::owner::{LogDone, LogRequest, ReadPage};
+use herald_protocol::owner::{LogDone, LogError, LogRequest, ReadPage};
 
 /// Where a room owner's appends and reads go. Requests come in through
 /// [`submit`](LogStore::submit); every one is answered exactly once through
@@ -45,6 +45,11 @@ impl LogStore for EphemeralLog {
                 ticket,
                 room,
                 result: Ok(None),
+            },
+            // The cluster's work goes to the cluster's log, never here.
+            LogRequest::Cluster(request) => match request.fail(LogError::Failed("not in a cluster".into())) {
+                Some(done) => done,
+                None => return,
             },
         };
         self.done.push_back(done);

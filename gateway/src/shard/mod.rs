@@ -175,6 +175,7 @@ impl Shard {
         let owner = OwnerConfig {
             epoch: epoch_base(crate::unix_ms(), id),
             durable_store: shared.durable,
+            cluster: false,
             shards: shards as u32,
             max_rooms: config.max_rooms.div_ceil(shards),
             dedup_per_room: config.dedup_per_room,

@@ -441,7 +441,7 @@ impl Shard {
                 let include = match audience {
                     Audience::Members { .. } => true,
                     Audience::Presence { except } => m.presence && except != Some(is(slot, m)),
-                    Audience::Typing { except } => except != is(slot, m),
+                    Audience::Typing { except } => except != Some(is(slot, m)),
                 };
                 if include {
                     delivered += send(m.key(slot));

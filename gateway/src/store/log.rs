@@ -104,6 +104,8 @@ impl LogStore for DurableLog {
                     result: Err(e),
                 })
             }
+            // The cluster's work goes to the cluster's log, never here.
+            LogRequest::Cluster(request) => request.fail(LogError::Failed("not in a cluster".into())),
         };
         self.refused.extend(refused);
     }

@@ -33,6 +33,10 @@ pub struct NamespaceConfig {
     pub retain_messages: Option<u64>,
     /// Stored messages older than this are removed (None: no bound by age).
     pub retain_max_age: Option<Duration>,
+    /// On a node in a cluster, the rooms are shared by every node (offsets
+    /// assigned by the cluster's log, members on any node). Off: each node
+    /// has its own rooms of this name, as without a cluster.
+    pub cluster: bool,
 }
 
 impl NamespaceConfig {
@@ -49,6 +53,7 @@ impl NamespaceConfig {
             durable: true,
             retain_messages: None,
             retain_max_age: None,
+            cluster: true,
         }
     }
 
@@ -58,7 +63,8 @@ impl NamespaceConfig {
     /// presence, 10,000 stored per room), `game` (clients publish volatile
     /// state, 100 messages, presence, not stored) and `user` (per-user
     /// delivery: the server publishes, 100 messages, no presence, 1,000
-    /// stored per user).
+    /// stored per user; not shared by a cluster's nodes: a user's
+    /// connections get the deliveries of the node they are on).
     pub fn defaults() -> Vec<(String, NamespaceConfig)> {
         let general = Self::general();
         vec![
@@ -88,6 +94,7 @@ impl NamespaceConfig {
                     presence: false,
                     client_publish: false,
                     retain_messages: Some(1_000),
+                    cluster: false,
                     ..general
                 },
             ),
@@ -108,6 +115,10 @@ pub struct OwnerConfig {
     /// False on a node that keeps history only in memory: no room waits for
     /// the store.
     pub durable_store: bool,
+    /// The node is in a cluster: rooms of namespaces with `cluster` follow
+    /// the cluster's log ([`ClusterRequest`](super::ClusterRequest)) instead
+    /// of assigning offsets here.
+    pub cluster: bool,
     /// Shards of the node: a message to `user:U` goes to every one of them,
     /// since each connection of U is a member there without joining.
     pub shards: u32,

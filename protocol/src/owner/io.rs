@@ -70,8 +70,8 @@ pub enum Audience {
     },
     /// Every member except the typing connection (volatile).
     Typing {
-        /// Left out.
-        except: Member,
+        /// Left out (None: the typing connection is on another node).
+        except: Option<Member>,
     },
 }
 

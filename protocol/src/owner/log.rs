@@ -115,6 +115,76 @@ pub struct DurableHead {
     pub last_offset: u64,
 }
 
+/// A message to sequence in a cluster: the room's log (Redis) assigns its
+/// offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsequenced {
+    /// Publisher's user id ("" for the server API).
+    pub publisher: Arc<str>,
+    /// Acceptance time, ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Application payload.
+    pub payload: Bytes,
+    /// Optional MIME type.
+    pub content_type: Option<Arc<str>>,
+}
+
+/// Where a shared room stands in the cluster when this node starts to
+/// follow it: deliveries continue after `last_offset` of `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterHead {
+    /// The room's epoch.
+    pub epoch: u64,
+    /// The last offset sequenced.
+    pub last_offset: u64,
+    /// Presence over every node: distinct users, and some of them (at most
+    /// [`PRESENCE_LIST_MAX`](super::PRESENCE_LIST_MAX)).
+    pub presence_count: u64,
+    /// Some present users.
+    pub presence_sample: Vec<Arc<str>>,
+}
+
+/// What a followed room's log carries, in order, from every node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// A sequenced message.
+    Message {
+        /// The room's epoch.
+        epoch: u64,
+        /// The message.
+        message: Stored,
+    },
+    /// A best-effort message (no offset).
+    Volatile {
+        /// The room's epoch.
+        epoch: u64,
+        /// The message (its offset is 0).
+        message: Stored,
+        /// The connection that sent it, when on this node.
+        except: Option<super::Member>,
+    },
+    /// A user arrived in or left the room on every node.
+    Presence {
+        /// The user.
+        user: Arc<str>,
+        /// Arrived (else left).
+        joined: bool,
+        /// Distinct users present after the change.
+        count: u64,
+        /// The connection that caused it, when on this node.
+        except: Option<super::Member>,
+    },
+    /// A typing indicator.
+    Typing {
+        /// The user.
+        user: Arc<str>,
+        /// Typing or stopped.
+        active: bool,
+        /// The typing connection, when on this node.
+        except: Option<super::Member>,
+    },
+}
+
 /// Work for the log store, emitted by the owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogRequest {
@@ -138,6 +208,8 @@ pub enum LogRequest {
         /// Room name.
         room: Arc<str>,
     },
+    /// Work for the cluster's shared log (only on a node in a cluster).
+    Cluster(ClusterRequest),
     /// Read messages of `room` the owner's memory window does not hold.
     Read {
         /// Answer with this ticket.
@@ -149,6 +221,151 @@ pub enum LogRequest {
         /// Which messages.
         range: ReadRange,
     },
+}
+
+/// Work for the cluster's log (the shared rooms' Redis streams). Requests
+/// with a ticket are answered once through the log store; the others are
+/// not answered (their effects come back as [`LogDone::Streamed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterRequest {
+    /// Start receiving `room`'s stream on this node; answered with
+    /// [`LogDone::Followed`].
+    Follow {
+        /// Answer with this ticket.
+        ticket: Ticket,
+        /// Room name.
+        room: Arc<str>,
+    },
+    /// Stop receiving `room` (no member left on this node). Not answered.
+    Unfollow {
+        /// Room name.
+        room: Arc<str>,
+    },
+    /// Sequence and append a message; answered with [`LogDone::Published`].
+    Publish {
+        /// Answer with this ticket.
+        ticket: Ticket,
+        /// Room name.
+        room: Arc<str>,
+        /// The message.
+        message: Unsequenced,
+        /// Deduplication key: a repeat anywhere in the cluster is answered
+        /// with the first position.
+        idempotency_key: Option<Box<str>>,
+        /// Messages of the room to keep in the stream (0: no bound).
+        keep: u64,
+        /// Copy it to durable storage.
+        durable: bool,
+    },
+    /// Read messages of `room` (from the stream, else durable storage);
+    /// answered with [`LogDone::Read`].
+    Read {
+        /// Answer with this ticket.
+        ticket: Ticket,
+        /// Room name.
+        room: Arc<str>,
+        /// The room's epoch.
+        epoch: u64,
+        /// Which messages.
+        range: ReadRange,
+    },
+    /// A best-effort message for every node's members. Not answered.
+    Volatile {
+        /// Room name.
+        room: Arc<str>,
+        /// The message.
+        message: Unsequenced,
+        /// The sending connection.
+        member: Option<super::Member>,
+    },
+    /// A typing indicator for every node's members. Not answered.
+    Typing {
+        /// Room name.
+        room: Arc<str>,
+        /// The user.
+        user: Arc<str>,
+        /// Typing or stopped.
+        active: bool,
+        /// The typing connection.
+        member: super::Member,
+    },
+    /// The first of a user's connections on this node arrived in a room, or
+    /// its last one left. Not answered.
+    Presence {
+        /// Room name.
+        room: Arc<str>,
+        /// The user.
+        user: Arc<str>,
+        /// Arrived (else left).
+        joined: bool,
+        /// The connection that caused it.
+        member: super::Member,
+    },
+    /// Who is present over every node; answered with [`LogDone::Presence`].
+    PresenceRead {
+        /// Answer with this ticket.
+        ticket: Ticket,
+        /// Room name.
+        room: Arc<str>,
+    },
+}
+
+impl ClusterRequest {
+    /// The room the request is for.
+    pub fn room(&self) -> &Arc<str> {
+        match self {
+            ClusterRequest::Follow { room, .. }
+            | ClusterRequest::Unfollow { room }
+            | ClusterRequest::Publish { room, .. }
+            | ClusterRequest::Read { room, .. }
+            | ClusterRequest::Volatile { room, .. }
+            | ClusterRequest::Typing { room, .. }
+            | ClusterRequest::Presence { room, .. }
+            | ClusterRequest::PresenceRead { room, .. } => room,
+        }
+    }
+}
+
+impl ClusterRequest {
+    /// The answer that says `error`, for a request that expects one.
+    pub fn fail(self, error: LogError) -> Option<LogDone> {
+        match self {
+            ClusterRequest::Follow { ticket, room } => Some(LogDone::Followed {
+                ticket,
+                room,
+                result: Err(error),
+            }),
+            ClusterRequest::Publish { ticket, room, .. } => Some(LogDone::Published {
+                ticket,
+                room,
+                result: Err(error),
+            }),
+            ClusterRequest::Read { ticket, room, .. } => Some(LogDone::Read {
+                ticket,
+                room,
+                result: Err(error),
+            }),
+            ClusterRequest::PresenceRead { ticket, room } => Some(LogDone::Presence {
+                ticket,
+                room,
+                result: Err(error),
+            }),
+            ClusterRequest::Unfollow { .. }
+            | ClusterRequest::Volatile { .. }
+            | ClusterRequest::Typing { .. }
+            | ClusterRequest::Presence { .. } => None,
+        }
+    }
+}
+
+/// A sequenced publish: its position, and whether it repeated an
+/// idempotency key (nothing new was stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sequenced {
+    /// Where the message is.
+    pub position: crate::Position,
+    /// A repeat of an earlier publish.
+    pub duplicate: bool,
 }
 
 /// A log store's answer, fed back to the owner.
@@ -181,13 +398,53 @@ pub enum LogDone {
         /// The head (None: the store never held the room), or why not.
         result: Result<Option<DurableHead>, LogError>,
     },
+    /// A follow started (cluster).
+    Followed {
+        /// The request's ticket.
+        ticket: Ticket,
+        /// Room name.
+        room: Arc<str>,
+        /// Where the room stands, or why it cannot be followed.
+        result: Result<ClusterHead, LogError>,
+    },
+    /// A cluster publish finished.
+    Published {
+        /// The request's ticket.
+        ticket: Ticket,
+        /// Room name.
+        room: Arc<str>,
+        /// Where it was sequenced, or why not.
+        result: Result<Sequenced, LogError>,
+    },
+    /// A presence read finished (cluster).
+    Presence {
+        /// The request's ticket.
+        ticket: Ticket,
+        /// Room name.
+        room: Arc<str>,
+        /// Who is present, or why not known.
+        result: Result<super::PresenceSnapshot, LogError>,
+    },
+    /// Events of a followed room, in the room's order (cluster).
+    Streamed {
+        /// Room name.
+        room: Arc<str>,
+        /// The events.
+        events: Vec<StreamEvent>,
+    },
 }
 
 impl LogDone {
     /// The room the answer is for.
     pub fn room(&self) -> &Arc<str> {
         match self {
-            LogDone::Appended { room, .. } | LogDone::Read { room, .. } | LogDone::Head { room, .. } => room,
+            LogDone::Appended { room, .. }
+            | LogDone::Read { room, .. }
+            | LogDone::Head { room, .. }
+            | LogDone::Followed { room, .. }
+            | LogDone::Published { room, .. }
+            | LogDone::Presence { room, .. }
+            | LogDone::Streamed { room, .. } => room,
         }
     }
 }

@@ -35,12 +35,19 @@ use crate::{MessageRef, Position};
 
 pub use config::{NamespaceConfig, OwnerConfig, namespace_of};
 pub use io::{Answer, Audience, Input, Joined, Output, PresenceSnapshot, Query, Refusal, RoomInfo};
-pub use log::{DurableHead, LogDone, LogError, LogRequest, ReadPage, ReadRange, Stored, Ticket};
+pub use log::{
+    ClusterHead, ClusterRequest, DurableHead, LogDone, LogError, LogRequest, ReadPage, ReadRange, Sequenced, Stored,
+    StreamEvent, Ticket, Unsequenced,
+};
 use replay::{history_needs_store, join_read_range, resolve_history, resolve_join};
 use room::Room;
 
 /// Presence snapshots list at most this many users (with the full count).
 pub const PRESENCE_LIST_MAX: usize = 100;
+
+/// Messages a clustered room's stream keeps at least (more when its
+/// namespace's memory window is larger; fewer only if retention says so).
+const MIN_STREAM_KEEP: u64 = 1_000;
 
 /// Why a room refuses work while its log store is behind.
 const BEHIND: &str = "the room's log is behind; retry shortly";
@@ -106,6 +113,10 @@ enum Op<O> {
         range: ReadRange,
         read: Read,
     },
+    /// A message of a clustered room's log, released in its turn.
+    Streamed {
+        message: Stored,
+    },
 }
 
 /// A read from the log store an operation needs.
@@ -134,7 +145,7 @@ impl<O> Op<O> {
     fn ready(&self) -> bool {
         match self {
             Op::Append { outcome, .. } => outcome.is_some(),
-            Op::Ack { .. } => true,
+            Op::Ack { .. } | Op::Streamed { .. } => true,
             Op::Join { read, .. } | Op::History { read, .. } => !matches!(read, Read::Waiting(_)),
         }
     }
@@ -147,6 +158,16 @@ pub struct RoomOwner<O> {
     rooms: HashMap<Arc<str>, Room<O>>,
     next_ticket: Ticket,
     outputs: VecDeque<Output<O>>,
+    /// Cluster requests answered without a room held here: publishes and
+    /// presence reads, by ticket.
+    awaiting: HashMap<Ticket, Awaiting<O>>,
+}
+
+/// Who waits for a cluster answer that needs no room state.
+#[derive(Debug)]
+enum Awaiting<O> {
+    Publish(O),
+    Presence(O),
 }
 
 impl<O: Clone> RoomOwner<O> {
@@ -157,6 +178,7 @@ impl<O: Clone> RoomOwner<O> {
             rooms: HashMap::new(),
             next_ticket: 1,
             outputs: VecDeque::new(),
+            awaiting: HashMap::new(),
         }
     }
 
@@ -283,7 +305,16 @@ impl<O: Clone> RoomOwner<O> {
                 return None;
             }
             let ns = self.config.namespace(name);
-            let room = if self.config.durable_store && ns.durable {
+            let room = if self.config.cluster && ns.cluster {
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                self.outputs
+                    .push_back(Output::Log(LogRequest::Cluster(ClusterRequest::Follow {
+                        ticket,
+                        room: name.clone(),
+                    })));
+                Room::following(ns, self.config.dedup_per_room)
+            } else if self.config.durable_store && ns.durable {
                 let ticket = self.next_ticket;
                 self.next_ticket += 1;
                 self.outputs.push_back(Output::Log(LogRequest::Head {
@@ -306,13 +337,19 @@ impl<O: Clone> RoomOwner<O> {
     /// Returns the input when it can run now.
     fn defer_while_loading(&mut self, input: Input<O>) -> Option<Input<O>> {
         let (name, creates) = match &input {
+            // A clustered room's publish is sequenced by the cluster's log,
+            // whether this node follows the room or not.
+            Input::Publish { room, .. } if self.clustered(room) => return Some(input),
             Input::Join { room, .. } | Input::Publish { room, .. } => (room, true),
             // A history read loads a room only for what the store holds.
             Input::Query {
                 room,
                 query: Query::History { .. },
                 ..
-            } => (room, self.config.durable_store && self.config.namespace(room).durable),
+            } => (
+                room,
+                self.clustered(room) || (self.config.durable_store && self.config.namespace(room).durable),
+            ),
             Input::Query { room, .. } | Input::Leave { room, .. } | Input::Typing { room, .. } => (room, false),
             Input::ListRooms { .. } | Input::Log(_) => return Some(input),
         };
@@ -387,6 +424,114 @@ impl<O: Clone> RoomOwner<O> {
         }
     }
 
+    /// Rooms of `room`'s namespace are shared by the cluster's nodes.
+    fn clustered(&self, room: &str) -> bool {
+        self.config.cluster && self.config.namespace(room).cluster
+    }
+
+    /// A follow started: the room continues the cluster's epoch and offset,
+    /// then runs what waited. A failed follow refuses what waited and
+    /// forgets the room, so the next use asks again.
+    fn followed_done(&mut self, now_ms: u64, name: &Arc<str>, result: Result<ClusterHead, LogError>) {
+        let Some(room) = self.rooms.get_mut(name).filter(|r| r.loading) else {
+            return;
+        };
+        let waiting = std::mem::take(&mut room.deferred);
+        match result {
+            Ok(head) => {
+                room.followed(&head);
+                for input in waiting {
+                    self.handle(now_ms, input);
+                }
+                // Everything that waited may have left already.
+                self.forget_if_unused(name);
+            }
+            Err(e) => {
+                self.rooms.remove(name);
+                self.cluster(ClusterRequest::Unfollow { room: name.clone() });
+                let (code, message) = refusal_for(&e);
+                for input in waiting {
+                    self.refuse(input, code, message);
+                }
+            }
+        }
+    }
+
+    fn cluster(&mut self, request: ClusterRequest) {
+        self.outputs.push_back(Output::Log(LogRequest::Cluster(request)));
+    }
+
+    /// Forgets a room nobody uses and that holds nothing (a clustered one
+    /// stops following the cluster's log), so joins to random names cannot
+    /// fill the room limit.
+    fn forget_if_unused(&mut self, name: &Arc<str>) {
+        let Some(room) = self.rooms.get(name) else { return };
+        if !room.is_unused() {
+            return;
+        }
+        let clustered = room.clustered;
+        self.rooms.remove(name);
+        if clustered {
+            self.cluster(ClusterRequest::Unfollow { room: name.clone() });
+        }
+    }
+
+    /// Events of a followed room's log, in order: messages take their turn
+    /// behind the room's waiting operations (a join answered before a
+    /// message never misses it, and one answered after never gets it
+    /// twice); the rest is delivered at once.
+    fn streamed(&mut self, now_ms: u64, name: &Arc<str>, events: Vec<StreamEvent>) {
+        let ns = self.config.namespace(name);
+        let tracks_presence = ns.presence;
+        for event in events {
+            let Some(room) = self.rooms.get_mut(name).filter(|r| r.clustered && !r.loading) else {
+                return;
+            };
+            match event {
+                StreamEvent::Message { epoch, message } => {
+                    if epoch != room.epoch {
+                        room.adopt_epoch(epoch);
+                    }
+                    if message.offset <= room.assigned {
+                        continue;
+                    }
+                    room.assigned = message.offset;
+                    let waiting = !room.ops.is_empty();
+                    self.enqueue(now_ms, name, Op::Streamed { message }, waiting);
+                }
+                StreamEvent::Volatile { epoch, message, .. } => {
+                    let frame = with_encoder(|e| {
+                        e.message(&MessageRef {
+                            volatile: true,
+                            ..message.as_ref(name, epoch)
+                        })
+                    });
+                    let audience = Audience::Members {
+                        volatile: true,
+                        conflate: false,
+                    };
+                    self.deliver(name, frame, audience, None);
+                }
+                StreamEvent::Presence {
+                    user,
+                    joined,
+                    count,
+                    except,
+                } => {
+                    room.cluster_presence(&user, joined, count);
+                    if tracks_presence {
+                        let frame = presence_frame(name, &user, joined);
+                        self.deliver(name, frame, Audience::Presence { except }, None);
+                    }
+                }
+                StreamEvent::Typing { user, active, except } => {
+                    let frame = typing_frame(name, &user, active);
+                    self.deliver(name, frame, Audience::Typing { except }, None);
+                }
+            }
+        }
+    }
+
     fn ticket(&mut self) -> Ticket {
         let t = self.next_ticket;
         self.next_ticket += 1;
@@ -406,12 +551,32 @@ impl<O: Clone> RoomOwner<O> {
     /// Asks the log store for `range` of `name`; the operation waits for
     /// the answer.
     fn ask_store(&mut self, name: &Arc<str>, range: ReadRange) -> Read {
-        if !self.rooms.get(name).is_some_and(|r| r.durable) {
+        let Some((epoch, clustered, released)) = self
+            .rooms
+            .get(name)
+            .filter(|r| r.durable)
+            .map(|r| (r.epoch, r.clustered, r.released))
+        else {
             // Nothing of the room is stored: the window is all there is.
             return Read::Done(Ok(ReadPage::default()));
-        }
+        };
         let ticket = self.ticket();
-        let epoch = room_epoch(&self.rooms, name);
+        if clustered {
+            // The cluster's log is ahead of this room (what it holds past
+            // `released` arrives as its own events): read only up to here.
+            let end = released + 1;
+            let range = ReadRange {
+                before: if range.before == 0 { end } else { range.before.min(end) },
+                ..range
+            };
+            self.cluster(ClusterRequest::Read {
+                ticket,
+                room: name.clone(),
+                epoch,
+                range,
+            });
+            return Read::Waiting(ticket);
+        }
         self.outputs.push_back(Output::Log(LogRequest::Read {
             ticket,
             room: name.clone(),
@@ -459,6 +624,7 @@ impl<O: Clone> RoomOwner<O> {
             return;
         }
         let change = room.add_member(member, user);
+        let clustered = room.clustered;
         room.prune(now_ms);
         // Ask the store early for what the window no longer holds, so the
         // answer is likely there when the join's turn comes.
@@ -469,8 +635,18 @@ impl<O: Clone> RoomOwner<O> {
             None => Read::None,
         };
         if change.user_arrived && tracks_presence {
-            let frame = presence_frame(&name, user, true);
-            self.deliver(&name, frame, Audience::Presence { except: Some(member) }, None);
+            if clustered {
+                // Every node (this one included) hears of it from the log.
+                self.cluster(ClusterRequest::Presence {
+                    room: name.clone(),
+                    user: user.clone(),
+                    joined: true,
+                    member,
+                });
+            } else {
+                let frame = presence_frame(&name, user, true);
+                self.deliver(&name, frame, Audience::Presence { except: Some(member) }, None);
+            }
         }
         let op = Op::Join {
             origin,
@@ -488,16 +664,21 @@ impl<O: Clone> RoomOwner<O> {
         let Some((user, gone)) = room.remove_member(member) else {
             return;
         };
-        let unused = room.is_unused();
+        let clustered = room.clustered;
         if gone && self.config.namespace(name).presence {
-            let frame = presence_frame(name, &user, false);
-            self.deliver(name, frame, Audience::Presence { except: None }, None);
+            if clustered {
+                self.cluster(ClusterRequest::Presence {
+                    room: name.clone(),
+                    user,
+                    joined: false,
+                    member,
+                });
+            } else {
+                let frame = presence_frame(name, &user, false);
+                self.deliver(name, frame, Audience::Presence { except: None }, None);
+            }
         }
-        // A room nobody uses and that holds nothing is forgotten, so joins to
-        // random names cannot fill the room limit.
-        if unused {
-            self.rooms.remove(name);
-        }
+        self.forget_if_unused(name);
     }
 
     fn publish(&mut self, now_ms: u64, origin: O, name: Arc<str>, p: Publish) {
@@ -518,6 +699,10 @@ impl<O: Clone> RoomOwner<O> {
         };
         if let Some(r) = refusal {
             self.published(origin, Err(r));
+            return;
+        }
+        if self.clustered(&name) {
+            self.publish_clustered(now_ms, origin, name, p);
             return;
         }
         let Some(room) = self.room_entry(&name) else {
@@ -616,24 +801,68 @@ impl<O: Clone> RoomOwner<O> {
         }
     }
 
-    fn typing(&mut self, member: Member, name: &Arc<str>, user: &str, active: bool) {
-        if !self.rooms.get(name).is_some_and(|r| r.is_member(member)) {
+    /// A publish to a room the cluster shares: the cluster's log sequences
+    /// it (and checks its idempotency key) and every following node,
+    /// this one included, delivers it from there.
+    fn publish_clustered(&mut self, now_ms: u64, origin: O, name: Arc<str>, p: Publish) {
+        let ns = self.config.namespace(&name);
+        let keep = (ns.history as u64).max(MIN_STREAM_KEEP);
+        let keep = ns.retain_messages.map_or(keep, |r| keep.min(r.max(ns.history as u64)));
+        let durable = ns.durable;
+        let message = Unsequenced {
+            publisher: p.user,
+            timestamp_ms: now_ms,
+            payload: p.payload,
+            content_type: p.content_type,
+        };
+        if p.volatile {
+            let epoch = room_epoch(&self.rooms, &name);
+            self.cluster(ClusterRequest::Volatile {
+                room: name,
+                message,
+                member: None,
+            });
+            self.published(origin, Ok(Position { epoch, offset: 0 }));
             return;
         }
-        let frame = with_encoder(|e| {
-            e.body(
-                0,
-                BodyT::TypingEvent(Box::new(wire::TypingEventT {
-                    room: name.to_string(),
-                    user: user.to_owned(),
-                    active,
-                })),
-            )
+        let ticket = self.ticket();
+        self.awaiting.insert(ticket, Awaiting::Publish(origin));
+        self.cluster(ClusterRequest::Publish {
+            ticket,
+            room: name,
+            message,
+            idempotency_key: p.idempotency_key.map(String::into_boxed_str),
+            keep,
+            durable,
         });
-        self.deliver(name, frame, Audience::Typing { except: member }, None);
+    }
+
+    fn typing(&mut self, member: Member, name: &Arc<str>, user: &Arc<str>, active: bool) {
+        let Some(room) = self.rooms.get(name).filter(|r| r.is_member(member)) else {
+            return;
+        };
+        if room.clustered {
+            self.cluster(ClusterRequest::Typing {
+                room: name.clone(),
+                user: user.clone(),
+                active,
+                member,
+            });
+            return;
+        }
+        let frame = typing_frame(name, user, active);
+        self.deliver(name, frame, Audience::Typing { except: Some(member) }, None);
     }
 
     fn query(&mut self, now_ms: u64, origin: O, name: Arc<str>, query: Query) {
+        let held = self.rooms.get(&name).is_some_and(|r| !r.loading);
+        if !held && query == Query::Presence && self.clustered(&name) {
+            // Present on other nodes, none here: ask the cluster.
+            let ticket = self.ticket();
+            self.awaiting.insert(ticket, Awaiting::Presence(origin));
+            self.cluster(ClusterRequest::PresenceRead { ticket, room: name });
+            return;
+        }
         let Some(room) = self.rooms.get_mut(&name) else {
             self.outputs.push_back(Output::Answer {
                 origin,
@@ -644,7 +873,7 @@ impl<O: Clone> RoomOwner<O> {
         };
         match query {
             Query::Presence => {
-                let (users, count) = room.users(PRESENCE_LIST_MAX);
+                let (users, count) = room.presence(PRESENCE_LIST_MAX);
                 self.outputs.push_back(Output::Answer {
                     origin,
                     room: name,
@@ -679,6 +908,45 @@ impl<O: Clone> RoomOwner<O> {
     }
 
     fn log_done(&mut self, now_ms: u64, done: LogDone) {
+        let done = match done {
+            LogDone::Published { ticket, result, .. } => {
+                if let Some(Awaiting::Publish(origin)) = self.awaiting.remove(&ticket) {
+                    let (result, duplicate) = match result {
+                        Ok(s) => (Ok(s.position), s.duplicate),
+                        Err(e) => {
+                            let (code, message) = refusal_for(&e);
+                            (Err(Refusal::new(code, message)), false)
+                        }
+                    };
+                    self.outputs.push_back(Output::PublishResult {
+                        origin,
+                        result,
+                        duplicate,
+                    });
+                }
+                return;
+            }
+            LogDone::Presence { ticket, room, result } => {
+                if let Some(Awaiting::Presence(origin)) = self.awaiting.remove(&ticket) {
+                    let answer = match result {
+                        Ok(snapshot) if snapshot.count == 0 => Answer::NoRoom,
+                        Ok(snapshot) => Answer::Presence(snapshot),
+                        Err(_) => Answer::Unavailable,
+                    };
+                    self.outputs.push_back(Output::Answer { origin, room, answer });
+                }
+                return;
+            }
+            LogDone::Followed { room, result, .. } => {
+                self.followed_done(now_ms, &room, result);
+                return;
+            }
+            LogDone::Streamed { room, events } => {
+                self.streamed(now_ms, &room, events);
+                return;
+            }
+            done => done,
+        };
         let Some(room) = self.rooms.get_mut(done.room()) else {
             return;
         };
@@ -696,6 +964,13 @@ impl<O: Clone> RoomOwner<O> {
             }
             LogDone::Head { result, .. } => {
                 self.head_done(now_ms, &name, result);
+                return;
+            }
+            // Handled above.
+            LogDone::Followed { .. }
+            | LogDone::Published { .. }
+            | LogDone::Presence { .. }
+            | LogDone::Streamed { .. } => {
                 return;
             }
         }
@@ -854,10 +1129,12 @@ impl<O: Clone> RoomOwner<O> {
                 };
                 let epoch = room.epoch;
                 let (messages, has_more) = resolve_history(room, name, range, page, budget);
-                let answer = if room.is_unused() {
+                let answer = if room.is_unused() && !room.clustered {
                     // Loaded only to be read, and the store never held it:
                     // as unknown as before it was loaded.
                     self.rooms.remove(name);
+                    Answer::NoRoom
+                } else if room.clustered && room.epoch == 0 {
                     Answer::NoRoom
                 } else {
                     Answer::History {
@@ -871,6 +1148,19 @@ impl<O: Clone> RoomOwner<O> {
                     room: name.clone(),
                     answer,
                 });
+                // Followed only to be read.
+                self.forget_if_unused(name);
+            }
+            Op::Streamed { message } => {
+                let epoch = room.epoch;
+                let frame = with_encoder(|e| e.message(&message.as_ref(name, epoch)));
+                room.push_window(message);
+                room.prune(now_ms);
+                let audience = Audience::Members {
+                    volatile: false,
+                    conflate,
+                };
+                self.deliver(name, frame, audience, None);
             }
         }
         None
@@ -910,6 +1200,19 @@ struct Publish {
 
 fn room_epoch<O>(rooms: &HashMap<Arc<str>, Room<O>>, name: &str) -> u64 {
     rooms.get(name).map_or(0, |r| r.epoch)
+}
+
+fn typing_frame(room: &str, user: &str, active: bool) -> Bytes {
+    with_encoder(|e| {
+        e.body(
+            0,
+            BodyT::TypingEvent(Box::new(wire::TypingEventT {
+                room: room.to_owned(),
+                user: user.to_owned(),
+                active,
+            })),
+        )
+    })
 }
 
 fn presence_frame(room: &str, user: &str, joined: bool) -> Bytes {

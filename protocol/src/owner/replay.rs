@@ -132,7 +132,7 @@ pub(super) fn resolve_join<O>(
         recovered: recovered && !trimmed,
         history,
         presence: presence.then(|| {
-            let (users, count) = room.users(PRESENCE_LIST_MAX);
+            let (users, count) = room.presence(PRESENCE_LIST_MAX);
             PresenceSnapshot { users, count }
         }),
     }

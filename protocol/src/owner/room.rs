@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::Position;
 
-use super::log::{ReadRange, Stored, Ticket};
-use super::{Input, Member, NamespaceConfig, Op};
+use super::log::{ClusterHead, ReadRange, Stored, Ticket};
+use super::{Input, Member, NamespaceConfig, Op, PRESENCE_LIST_MAX};
 
 /// What happened to a room's membership.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,13 @@ pub(super) struct Room<O> {
     /// known yet, so every input for it waits in `deferred`, in order.
     pub(super) loading: bool,
     pub(super) deferred: VecDeque<Input<O>>,
+    /// Shared by the cluster's nodes: offsets come from the cluster's log,
+    /// and presence counts every node.
+    pub(super) clustered: bool,
+    /// Presence over every node (clustered rooms): distinct users, and
+    /// some of them.
+    cluster_count: u64,
+    cluster_sample: Vec<Arc<str>>,
 }
 
 impl<O> Room<O> {
@@ -70,6 +77,58 @@ impl<O> Room<O> {
             durable: false,
             loading: false,
             deferred: VecDeque::new(),
+            clustered: false,
+            cluster_count: 0,
+            cluster_sample: Vec::new(),
+        }
+    }
+
+    /// A room shared by the cluster, waiting for its follow to start.
+    pub(super) fn following(ns: &NamespaceConfig, dedup_limit: usize) -> Self {
+        Self {
+            clustered: true,
+            ..Self::loading(ns, dedup_limit)
+        }
+    }
+
+    /// The follow started: deliveries continue after `head`.
+    pub(super) fn followed(&mut self, head: &ClusterHead) {
+        self.loaded(Some((head.epoch, head.last_offset)), head.epoch);
+        self.cluster_count = head.presence_count;
+        self.cluster_sample = head.presence_sample.iter().take(PRESENCE_LIST_MAX).cloned().collect();
+    }
+
+    /// The cluster's log moved the room to another epoch (its stream and
+    /// metadata were lost): the window belongs to the old one.
+    pub(super) fn adopt_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.assigned = 0;
+        self.released = 0;
+        self.window.clear();
+    }
+
+    /// Presence changed somewhere in the cluster.
+    pub(super) fn cluster_presence(&mut self, user: &Arc<str>, joined: bool, count: u64) {
+        self.cluster_count = count;
+        let at = self.cluster_sample.iter().position(|u| u == user);
+        match (joined, at) {
+            (true, None) if self.cluster_sample.len() < PRESENCE_LIST_MAX => self.cluster_sample.push(user.clone()),
+            (false, Some(i)) => {
+                self.cluster_sample.swap_remove(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// Who is present: on every node for a clustered room, else here.
+    pub(super) fn presence(&self, max: usize) -> (Vec<Arc<str>>, u64) {
+        if self.clustered {
+            (
+                self.cluster_sample.iter().take(max).cloned().collect(),
+                self.cluster_count,
+            )
+        } else {
+            self.users(max)
         }
     }
 
@@ -99,9 +158,14 @@ impl<O> Room<O> {
         }
     }
 
-    /// Nothing to remember: no members, no messages, nothing in flight.
+    /// Nothing to remember: no members, no messages, nothing in flight. A
+    /// clustered room's messages are in the cluster's log: without members
+    /// here, this node has nothing of it to keep.
     pub(super) fn is_unused(&self) -> bool {
-        self.members.is_empty() && self.assigned == 0 && self.ops.is_empty() && self.deferred.is_empty()
+        self.members.is_empty()
+            && (self.clustered || self.assigned == 0)
+            && self.ops.is_empty()
+            && self.deferred.is_empty()
     }
 
     // ---- membership -------------------------------------------------------

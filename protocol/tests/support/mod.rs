@@ -376,6 +376,7 @@ pub(crate) fn owner_config(epoch: u64) -> OwnerConfig {
     OwnerConfig {
         epoch,
         durable_store: true,
+        cluster: false,
         shards: 1,
         max_rooms: 10_000,
         dedup_per_room: 10_000,
@@ -501,6 +502,13 @@ impl App {
                 room,
                 result: Ok(None),
             },
+            // This harness's owner is not in a cluster.
+            LogRequest::Cluster(request) => {
+                match request.fail(herald_protocol::owner::LogError::Failed("no cluster".into())) {
+                    Some(done) => done,
+                    None => return,
+                }
+            }
         };
         self.owner.handle(now_ms, Input::Log(done));
     }
