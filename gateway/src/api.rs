@@ -138,10 +138,14 @@ impl Api {
         match (method, path) {
             ("GET", "/health") => return Routed::Answer(Response::json(200, &json!({"status": "ok"}))),
             ("GET", "/ready") => {
-                return Routed::Answer(if env.shared.accepting.load(Relaxed) {
-                    Response::json(200, &json!({"status": "ready"}))
-                } else {
+                let cluster_ready = env.shared.cluster.as_ref().is_none_or(|c| c.ready());
+                return Routed::Answer(if !env.shared.accepting.load(Relaxed) {
                     Response::json(503, &json!({"status": "draining"}))
+                } else if !cluster_ready {
+                    // Clustered rooms would only refuse: send clients elsewhere.
+                    Response::json(503, &json!({"status": "redis_unreachable"}))
+                } else {
+                    Response::json(200, &json!({"status": "ready"}))
                 });
             }
             ("GET", "/metrics") => {
@@ -151,6 +155,9 @@ impl Api {
                     env.shared.accepting.load(Relaxed),
                 );
                 env.shared.storage_stats.render(&env.shared.config.node_id, &mut text);
+                if let Some(cluster) = &env.shared.cluster {
+                    cluster.render(&env.shared.config.node_id, &mut text);
+                }
                 return Routed::Answer(Response::text(200, "text/plain; version=0.0.4", text));
             }
             _ => {}

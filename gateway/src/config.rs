@@ -96,6 +96,38 @@ pub struct NodeConfig {
     /// Default: in memory (nothing survives a restart); the `herald`
     /// binary defaults to the embedded store under `--data-dir`.
     pub storage: StorageConfig,
+    /// Share rooms with other nodes through Redis (None: this node alone).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A node in a cluster: the Redis instances it shares rooms through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Redis URLs (`redis://host:port[/db]`); rooms are spread over them by
+    /// a stable hash of their name, so every node must list the same ones
+    /// in the same order.
+    pub redis: Vec<String>,
+    /// How long a node's presence entries outlive its last heartbeat (a
+    /// killed node's users leave every room within about this much).
+    pub presence_ttl: Duration,
+    /// Publishes, follows and presence changes one Redis round trip carries
+    /// at most (they are pipelined per instance).
+    pub pipeline_max: usize,
+    /// Cluster requests a shard may have waiting for the Redis bridge;
+    /// beyond it publishes are refused with `Overloaded`.
+    pub queue: usize,
+}
+
+impl ClusterConfig {
+    /// A cluster over `redis` with the default timings.
+    pub fn new(redis: Vec<String>) -> Self {
+        Self {
+            redis,
+            presence_ttl: Duration::from_secs(15),
+            pipeline_max: 512,
+            queue: 8_192,
+        }
+    }
 }
 
 /// Which storage backend a node uses.
@@ -227,6 +259,7 @@ impl Default for NodeConfig {
             shutdown_grace: Duration::from_secs(5),
             reconnect_after: Duration::from_secs(1),
             storage: StorageConfig::default(),
+            cluster: None,
         }
     }
 }

@@ -23,6 +23,7 @@ mod api;
 pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
+mod cluster;
 mod config;
 mod conns;
 mod handshake;
@@ -55,7 +56,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use herald_protocol::ErrorCode;
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use config::{AllowedOrigins, AuthConfig, NamespaceConfig, NodeConfig, StorageBackend, StorageConfig, SyncPolicy};
+pub use config::{
+    AllowedOrigins, AuthConfig, ClusterConfig, NamespaceConfig, NodeConfig, StorageBackend, StorageConfig, SyncPolicy,
+};
 
 use crate::auth::Verifier;
 use crate::mesh::{Mesh, Reply, Senders};
@@ -110,6 +113,7 @@ pub struct NodeHandle {
     senders: Senders,
     threads: Vec<std::thread::JoinHandle<()>>,
     storage: Option<store::StorageService>,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl NodeHandle {
@@ -169,6 +173,25 @@ impl NodeHandle {
         };
         let (storage, durable) = store::open(&config.storage.backend, &retention).map_err(StartError::Config)?;
         let storage_stats = Arc::new(store::StorageStats::default());
+        let cluster_stats = config
+            .cluster
+            .as_ref()
+            .map(|c| Arc::new(cluster::ClusterStats::new(c.redis.len())));
+        let (cluster, mut cluster_links) = match (&config.cluster, &cluster_stats) {
+            (Some(c), Some(stats)) => {
+                if c.redis.is_empty() {
+                    return Err(StartError::Config("a cluster needs at least one redis URL".into()));
+                }
+                // The cluster's messages reach storage through one node
+                // each (consumer group), when this node stores durably.
+                let log = durable.then(|| storage.log.clone());
+                let (bridge, links) =
+                    cluster::Cluster::start(c, &config.node_id, config.dedup_per_room, &wakers, log, stats.clone())
+                        .map_err(io_err("cannot start the redis bridge"))?;
+                (Some(bridge), links.into_iter().map(Some).collect())
+            }
+            _ => (None, (0..n).map(|_| None).collect::<Vec<_>>()),
+        };
         let (storage_service, shard_stores) =
             store::StorageService::start(storage, &config.storage, retention, &wakers, &storage_stats)
                 .map_err(io_err("cannot start storage threads"))?;
@@ -188,6 +211,7 @@ impl NodeHandle {
             sessions_open: AtomicUsize::new(0),
             durable,
             storage_stats,
+            cluster: cluster_stats,
             notification_ids: store::IdClock::default(),
         });
         let mut threads = Vec::with_capacity(n);
@@ -196,6 +220,7 @@ impl NodeHandle {
             let mesh = Mesh::new(i, &senders, inbox);
             let shared = shared.clone();
             let internal = internal[i].take();
+            let cluster_link = cluster_links[i].take();
             let t = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn(move || {
@@ -203,7 +228,7 @@ impl NodeHandle {
                         public: mio::net::TcpListener::from_std(public),
                         internal: internal.map(mio::net::TcpListener::from_std),
                     };
-                    Shard::new(i, shared, poll, listeners, mesh, store).run();
+                    Shard::new(i, shared, poll, listeners, mesh, store, cluster_link).run();
                 })
                 .map_err(io_err("cannot start shard thread"))?;
             threads.push(t);
@@ -214,6 +239,7 @@ impl NodeHandle {
             senders,
             threads,
             storage: Some(storage_service),
+            cluster,
         })
     }
 
@@ -261,6 +287,9 @@ impl NodeHandle {
     fn wait(&mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(cluster) = self.cluster.take() {
+            cluster.join();
         }
         if let Some(storage) = self.storage.take() {
             storage.join();

@@ -97,6 +97,10 @@ struct ConfigArgs {
     /// "interval:10ms", "none" [default: always].
     #[arg(long)]
     sync: Option<String>,
+    /// Join a cluster: Redis URL(s) separated by commas, the same on every
+    /// node (needs --node-id) [default: none, the node runs alone].
+    #[arg(long, env = "HERALD_REDIS")]
+    redis: Option<String>,
     /// HS256 secret for client JWTs (at least 32 bytes).
     #[arg(long)]
     jwt_secret: Option<String>,
@@ -128,6 +132,7 @@ impl ConfigArgs {
             jwt_public_key: self.jwt_public_key.clone(),
             api_key: self.api_key.clone(),
             log_json: self.log_json.then_some(true),
+            redis: self.redis.clone(),
             storage: settings::StorageSettings {
                 backend: self.storage.clone(),
                 sync: self.sync.clone(),

@@ -18,7 +18,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AllowedOrigins, AuthConfig, NamespaceConfig, NodeConfig, StorageBackend, SyncPolicy, random_key};
+use crate::config::{
+    AllowedOrigins, AuthConfig, ClusterConfig, NamespaceConfig, NodeConfig, StorageBackend, SyncPolicy, random_key,
+};
 
 /// Everything a TOML file, the environment or flags can set. Absent keys
 /// keep the defaults documented on [`NodeConfig`] and in docs/CONFIG.md.
@@ -68,6 +70,33 @@ pub struct Settings {
     /// `[storage]`: where history, notifications and events are kept.
     #[serde(skip_serializing_if = "StorageSettings::is_empty")]
     pub storage: StorageSettings,
+    /// Redis URL(s), separated by commas: join the cluster of the nodes
+    /// that name the same ones (needs an explicit `node_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// `[cluster]`: timings and bounds of the cluster bridge.
+    #[serde(skip_serializing_if = "ClusterSettings::is_empty")]
+    pub cluster: ClusterSettings,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[allow(missing_docs)] // documented in docs/CONFIG.md, one line each
+pub struct ClusterSettings {
+    /// e.g. "15s" (default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline_max: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<usize>,
+}
+
+impl ClusterSettings {
+    fn is_empty(&self) -> bool {
+        *self == ClusterSettings::default()
+    }
 }
 
 /// `[storage]`.
@@ -167,6 +196,9 @@ pub struct NamespaceSettings {
     /// Messages are stored (history survives restarts); false keeps the
     /// namespace's rooms in memory only.
     pub durable: Option<bool>,
+    /// Rooms are shared by a cluster's nodes (default true; false: each
+    /// node has its own).
+    pub cluster: Option<bool>,
     /// Stored messages kept per room (0: no bound).
     pub retain_messages: Option<u64>,
     /// Stored messages older than this are removed ("30d").
@@ -287,6 +319,7 @@ fn resolve(s: Settings) -> Result<Loaded, String> {
         }
         node.shards = shards;
     }
+    let node_id_given = s.node_id.is_some();
     if let Some(id) = s.node_id {
         if id.is_empty() || id.len() > 64 || !herald_protocol::valid_room_name(&id, 64) {
             return Err("node_id must be 1-64 characters of [A-Za-z0-9:_-.@/]".into());
@@ -356,6 +389,7 @@ fn resolve(s: Settings) -> Result<Loaded, String> {
     }
     let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("herald-data"));
     apply_storage(&mut node, &s.storage, &data_dir)?;
+    node.cluster = cluster_config(s.redis.as_deref(), &s.cluster, node_id_given)?;
     Ok(Loaded {
         node,
         data_dir,
@@ -512,6 +546,47 @@ fn apply_storage(node: &mut NodeConfig, s: &StorageSettings, data_dir: &Path) ->
 }
 
 /// "always", "none" or "interval:10ms".
+fn cluster_config(
+    redis: Option<&str>,
+    s: &ClusterSettings,
+    node_id_given: bool,
+) -> Result<Option<ClusterConfig>, String> {
+    let Some(redis) = redis.filter(|r| !r.trim().is_empty()) else {
+        if !s.is_empty() {
+            return Err("[cluster] settings need redis = \"redis://...\"".into());
+        }
+        return Ok(None);
+    };
+    if !node_id_given {
+        // Presence and the storage consumer group know nodes by id: two
+        // nodes with the default one would erase each other's entries.
+        return Err("a node in a cluster (redis) needs its own node_id (--node-id)".into());
+    }
+    let urls: Vec<String> = redis.split(',').map(|u| u.trim().to_owned()).collect();
+    for u in &urls {
+        if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+            return Err(format!("redis: '{u}' is not a redis:// URL"));
+        }
+    }
+    let mut c = ClusterConfig::new(urls);
+    c.presence_ttl = duration("cluster.presence_ttl", &s.presence_ttl, c.presence_ttl)?;
+    if c.presence_ttl < Duration::from_secs(1) {
+        return Err("cluster.presence_ttl must be at least 1s".into());
+    }
+    for (name, value, slot) in [
+        ("pipeline_max", s.pipeline_max, &mut c.pipeline_max),
+        ("queue", s.queue, &mut c.queue),
+    ] {
+        if let Some(v) = value {
+            if v == 0 {
+                return Err(format!("cluster.{name} must be at least 1"));
+            }
+            *slot = v;
+        }
+    }
+    Ok(Some(c))
+}
+
 pub fn parse_sync(v: &str) -> Result<SyncPolicy, String> {
     match v.trim() {
         "always" => Ok(SyncPolicy::Always),
@@ -560,6 +635,9 @@ fn apply_namespace(name: &str, mut c: NamespaceConfig, s: &NamespaceSettings) ->
     }
     if let Some(v) = s.conflate {
         c.conflate = v;
+    }
+    if let Some(v) = s.cluster {
+        c.cluster = v;
     }
     if let Some(v) = s.durable {
         c.durable = v;

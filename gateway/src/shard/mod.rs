@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     /// Rooms keep history in the storage backend (not memory only).
     pub(crate) durable: bool,
     pub(crate) storage_stats: Arc<StorageStats>,
+    /// The node is in a cluster: its bridge's metrics and readiness.
+    pub(crate) cluster: Option<Arc<crate::cluster::ClusterStats>>,
     /// Notification ids, node-wide.
     pub(crate) notification_ids: IdClock,
 }
@@ -168,6 +170,7 @@ impl Shard {
         mut listeners: Listeners,
         mesh: Mesh,
         store: ShardStore,
+        cluster: Option<crate::cluster::ShardLink>,
     ) -> Self {
         let stats = shared.stats[id].clone();
         let shards = shared.stats.len();
@@ -175,7 +178,7 @@ impl Shard {
         let owner = OwnerConfig {
             epoch: epoch_base(crate::unix_ms(), id),
             durable_store: shared.durable,
-            cluster: false,
+            cluster: cluster.is_some(),
             shards: shards as u32,
             max_rooms: config.max_rooms.div_ceil(shards),
             dedup_per_room: config.dedup_per_room,
@@ -187,11 +190,14 @@ impl Shard {
             namespaces: config.namespaces.clone(),
         };
         let ShardStore { link, log } = store;
-        let log_store: Box<dyn LogStore> = if shared.durable {
+        let mut log_store: Box<dyn LogStore> = if shared.durable {
             Box::new(log)
         } else {
             Box::new(EphemeralLog::default())
         };
+        if let (Some(link), Some(stats)) = (cluster, &shared.cluster) {
+            log_store = Box::new(link.into_log(id, log_store, stats.clone()));
+        }
         let registry = poll.registry();
         if let Err(e) = registry.register(&mut listeners.public, LISTENER, Interest::READABLE) {
             tracing::error!(shard = id, error = %e, "cannot register listener");

@@ -4,6 +4,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod raw;
+/// A real `redis-server` (the gateway's own test harness, shared).
+#[path = "../../src/cluster/test_redis.rs"]
+pub mod redis_server;
 pub mod sse;
 
 use std::net::SocketAddr;

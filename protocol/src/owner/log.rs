@@ -277,6 +277,8 @@ pub enum ClusterRequest {
         message: Unsequenced,
         /// The sending connection.
         member: Option<super::Member>,
+        /// Entries of the room's stream to keep (as its publishes say).
+        keep: u64,
     },
     /// A typing indicator for every node's members. Not answered.
     Typing {
@@ -288,6 +290,8 @@ pub enum ClusterRequest {
         active: bool,
         /// The typing connection.
         member: super::Member,
+        /// Entries of the room's stream to keep (as its publishes say).
+        keep: u64,
     },
     /// The first of a user's connections on this node arrived in a room, or
     /// its last one left. Not answered.
@@ -300,6 +304,8 @@ pub enum ClusterRequest {
         joined: bool,
         /// The connection that caused it.
         member: super::Member,
+        /// Entries of the room's stream to keep (as its publishes say).
+        keep: u64,
     },
     /// Who is present over every node; answered with [`LogDone::Presence`].
     PresenceRead {

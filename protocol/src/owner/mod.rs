@@ -642,6 +642,7 @@ impl<O: Clone> RoomOwner<O> {
                     user: user.clone(),
                     joined: true,
                     member,
+                    keep: stream_keep(self.config.namespace(&name)),
                 });
             } else {
                 let frame = presence_frame(&name, user, true);
@@ -672,6 +673,7 @@ impl<O: Clone> RoomOwner<O> {
                     user,
                     joined: false,
                     member,
+                    keep: stream_keep(self.config.namespace(name)),
                 });
             } else {
                 let frame = presence_frame(name, &user, false);
@@ -806,8 +808,7 @@ impl<O: Clone> RoomOwner<O> {
     /// this one included, delivers it from there.
     fn publish_clustered(&mut self, now_ms: u64, origin: O, name: Arc<str>, p: Publish) {
         let ns = self.config.namespace(&name);
-        let keep = (ns.history as u64).max(MIN_STREAM_KEEP);
-        let keep = ns.retain_messages.map_or(keep, |r| keep.min(r.max(ns.history as u64)));
+        let keep = stream_keep(ns);
         let durable = ns.durable;
         let message = Unsequenced {
             publisher: p.user,
@@ -821,6 +822,7 @@ impl<O: Clone> RoomOwner<O> {
                 room: name,
                 message,
                 member: None,
+                keep,
             });
             self.published(origin, Ok(Position { epoch, offset: 0 }));
             return;
@@ -847,6 +849,7 @@ impl<O: Clone> RoomOwner<O> {
                 user: user.clone(),
                 active,
                 member,
+                keep: stream_keep(self.config.namespace(name)),
             });
             return;
         }
@@ -1200,6 +1203,14 @@ struct Publish {
 
 fn room_epoch<O>(rooms: &HashMap<Arc<str>, Room<O>>, name: &str) -> u64 {
     rooms.get(name).map_or(0, |r| r.epoch)
+}
+
+/// Entries a clustered room's stream keeps: at least the namespace's
+/// memory window and [`MIN_STREAM_KEEP`], fewer only when retention keeps
+/// fewer.
+fn stream_keep(ns: &NamespaceConfig) -> u64 {
+    let keep = (ns.history as u64).max(MIN_STREAM_KEEP);
+    ns.retain_messages.map_or(keep, |r| keep.min(r.max(ns.history as u64)))
 }
 
 fn typing_frame(room: &str, user: &str, active: bool) -> Bytes {
