@@ -19,7 +19,7 @@
 //! A heartbeat task keeps this node's presence alive and removes the
 //! presence of nodes whose heartbeat stopped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,8 +38,12 @@ use super::ClusterStats;
 use super::link::Job;
 use super::redis::{self as r, StreamId};
 
-/// Commands of one stream read at most.
+/// Entries of one room one read takes at most.
 const READ_COUNT: usize = 512;
+/// Rooms one non-blocking read covers at most (bounds a command's size).
+const ROOMS_PER_READ: usize = 1_000;
+/// Notices one partition read takes at most.
+const NOTICE_COUNT: usize = 2_048;
 /// How long a blocking read waits before it looks at its room set again.
 const READ_BLOCK_MS: u64 = 2_000;
 /// Reads (history ranges, presence) in flight per instance.
@@ -89,6 +93,8 @@ struct Follow {
     shard: usize,
     epoch: u64,
     last_id: StreamId,
+    /// Not read since it was followed.
+    fresh: bool,
 }
 
 /// The rooms one instance's reader reads; `generation` moves with every
@@ -434,6 +440,7 @@ async fn finish(
                     shard,
                     epoch: head.epoch,
                     last_id: head.stream_last_id,
+                    fresh: true,
                 },
             );
             ClusterStats::set_gauge(&stats.followed, rooms.len());
@@ -740,39 +747,101 @@ async fn read_loop(
     stats: &ClusterStats,
 ) -> Result<(), r::RedisError> {
     let follows = &instance.follows;
+    // Where this connection reads each notice partition it watches.
+    let mut cursors: HashMap<u32, StreamId> = HashMap::new();
+    // Rooms to read now. After a (re)connection every followed room is
+    // read once: notices written while this node was away are not watched.
+    let mut dirty: HashSet<Arc<str>> = follows.lock().keys().cloned().collect();
     loop {
         let generation = follows.generation.load(Relaxed);
-        let streams: Vec<(Arc<str>, StreamId)> = follows
-            .lock()
-            .iter()
-            .map(|(room, f)| (room.clone(), f.last_id))
-            .collect();
+        let needed: HashSet<u32> = {
+            let mut map = follows.lock();
+            for (room, f) in map.iter_mut() {
+                // A new follow is read once directly: its entries since the
+                // follow may have left notices before this reader's cursor.
+                if std::mem::take(&mut f.fresh) {
+                    dirty.insert(room.clone());
+                }
+            }
+            map.keys().map(|room| r::notice_partition(room)).collect()
+        };
         follows.reading.store(generation, Relaxed);
-        if streams.is_empty() {
-            // Nothing to read: wait for a follow (or look again soon).
+        cursors.retain(|p, _| needed.contains(p));
+        let new: Vec<u32> = needed.iter().copied().filter(|p| !cursors.contains_key(p)).collect();
+        // Cursors first, direct reads after: nothing falls between them.
+        for (p, head) in new.iter().zip(r::notice_heads(conn, &new).await?) {
+            cursors.insert(*p, head);
+        }
+        if !dirty.is_empty() {
+            dirty = read_rooms(instance, node, conn, dirty, answers, stats).await?;
+        }
+        if cursors.is_empty() {
+            // Nothing followed: wait for a follow (or look again soon).
             let _ = tokio::time::timeout(Duration::from_millis(READ_BLOCK_MS), follows.changed.notified()).await;
             continue;
         }
-        let started = Instant::now();
-        let rooms = r::xread(conn, &streams, READ_COUNT, Some(READ_BLOCK_MS)).await?;
+        let watched: Vec<(u32, StreamId)> = cursors.iter().map(|(p, id)| (*p, *id)).collect();
+        // Block only when nothing is known to wait.
+        let block = dirty.is_empty().then_some(READ_BLOCK_MS);
+        let notices = r::xread_notices(conn, &watched, NOTICE_COUNT, block).await?;
         stats.set_up(instance.index, true);
-        if !rooms.is_empty() {
-            stats.round_trip(1, started.elapsed());
+        let map = follows.lock();
+        for n in notices {
+            cursors.insert(n.partition, n.last_id);
+            ClusterStats::add(&stats.notices_read, n.rooms.len() as u64);
+            for room in n.rooms {
+                if let Some((name, _)) = map.get_key_value(room.as_str()) {
+                    dirty.insert(name.clone());
+                }
+            }
+            if n.full {
+                // More notices wait: the next round does not block.
+                dirty.extend(map.keys().filter(|k| r::notice_partition(k) == n.partition).cloned());
+            }
         }
+    }
+}
+
+/// Reads `rooms` from their last IDs (non-blocking) and hands the entries
+/// to their shards. Returns the rooms that have more entries waiting.
+async fn read_rooms(
+    instance: &Instance,
+    node: &str,
+    conn: &mut redis::aio::MultiplexedConnection,
+    rooms: HashSet<Arc<str>>,
+    answers: &Answers,
+    stats: &ClusterStats,
+) -> Result<HashSet<Arc<str>>, r::RedisError> {
+    let follows = &instance.follows;
+    let mut more = HashSet::new();
+    let asked: Vec<(Arc<str>, StreamId)> = {
+        let map = follows.lock();
+        rooms
+            .into_iter()
+            .filter_map(|room| map.get(&room).map(|f| (room, f.last_id)))
+            .collect()
+    };
+    for chunk in asked.chunks(ROOMS_PER_READ) {
+        let started = Instant::now();
+        let read = r::xread(conn, chunk, READ_COUNT, None).await?;
+        stats.round_trip(1, started.elapsed());
         let now_ms = crate::unix_ms();
-        for entries in rooms {
+        for entries in read {
             let room: Arc<str> = Arc::from(entries.room.as_str());
             // Still followed, and not restarted meanwhile from another ID.
             let shard = {
                 let mut map = follows.lock();
                 let Some(f) = map.get_mut(&room) else { continue };
-                let asked = streams.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
-                if asked != Some(f.last_id) {
+                let from = chunk.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
+                if from != Some(f.last_id) {
                     continue;
                 }
                 f.last_id = entries.last_id;
                 f.shard
             };
+            if entries.entries.len() + entries.skipped >= READ_COUNT {
+                more.insert(room.clone());
+            }
             ClusterStats::add(&stats.entries_read, entries.entries.len() as u64);
             ClusterStats::add(&stats.entries_skipped, entries.skipped as u64);
             let mut events = Vec::with_capacity(entries.entries.len());
@@ -787,6 +856,7 @@ async fn read_loop(
             }
         }
     }
+    Ok(more)
 }
 
 /// A stream entry as the owner takes it, and its timestamp.

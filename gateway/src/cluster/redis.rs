@@ -137,15 +137,128 @@ pub(crate) fn room_of_stream_key(key: &str) -> Option<&str> {
     key.strip_prefix("herald:{")?.strip_suffix("}:s")
 }
 
-/// The Redis instance (of `instances`) that holds `room`: FNV-1a 64 of the
-/// name, stable across processes and versions (as `placement::shard_of`).
-pub(crate) fn room_instance(room: &str, instances: usize) -> usize {
+/// FNV-1a 64 of a room name: stable across processes and versions (as
+/// `placement::shard_of`).
+fn fnv1a(room: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in room.as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    (h % instances.max(1) as u64) as usize
+    h
+}
+
+/// The Redis instance (of `instances`) that holds `room`.
+pub(crate) fn room_instance(room: &str, instances: usize) -> usize {
+    (fnv1a(room) % instances.max(1) as u64) as usize
+}
+
+/// Notice streams per instance (`notify` in lua/common.lua writes them).
+pub(crate) const NOTICE_PARTITIONS: u32 = 64;
+
+/// The notice partition of `room`: the low bits of its FNV-1a 64, which the
+/// scripts compute too.
+pub(crate) fn notice_partition(room: &str) -> u32 {
+    (fnv1a(room) % u64::from(NOTICE_PARTITIONS)) as u32
+}
+
+pub(crate) fn notice_key(partition: u32) -> String {
+    format!("herald:n:{partition}")
+}
+
+/// New notices of one partition: the rooms that got entries, once each,
+/// and the ID to read after next time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Notices {
+    pub(crate) partition: u32,
+    pub(crate) last_id: StreamId,
+    pub(crate) rooms: Vec<String>,
+    /// The read returned as many as it was allowed: more wait.
+    pub(crate) full: bool,
+}
+
+/// Reads the notice partitions after the given IDs (blocking up to
+/// `block_ms` when given and nothing is there).
+pub(crate) async fn xread_notices<C: ConnectionLike>(
+    conn: &mut C,
+    partitions: &[(u32, StreamId)],
+    count: usize,
+    block_ms: Option<u64>,
+) -> Result<Vec<Notices>> {
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut c = redis::cmd("XREAD");
+    c.arg("COUNT").arg(count.max(1));
+    if let Some(ms) = block_ms {
+        c.arg("BLOCK").arg(ms);
+    }
+    c.arg("STREAMS");
+    for (p, _) in partitions {
+        c.arg(notice_key(*p));
+    }
+    for (_, id) in partitions {
+        c.arg(format_id(*id));
+    }
+    let reply: Value = c.query_async(conn).await?;
+    let mut out = Vec::new();
+    for (key, entries) in stream_pairs(reply, "XREAD notices")? {
+        let partition = bytes_of(&key)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|k| k.strip_prefix("herald:n:"))
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| protocol("XREAD notice key", &key))?;
+        let items = array(entries).ok_or_else(|| RedisError::Protocol("XREAD notices: not an array".into()))?;
+        let full = items.len() >= count.max(1);
+        let mut notices = Notices {
+            partition,
+            last_id: (0, 0),
+            rooms: Vec::new(),
+            full,
+        };
+        for item in items {
+            let Some((id, fields)) = split_entry(item) else {
+                continue;
+            };
+            notices.last_id = id;
+            if let Some(room) = Fields::parse(fields).and_then(|mut f| f.string("r"))
+                && !notices.rooms.contains(&room)
+            {
+                notices.rooms.push(room);
+            }
+        }
+        if notices.last_id != (0, 0) {
+            out.push(notices);
+        }
+    }
+    Ok(out)
+}
+
+/// The last ID of each notice partition ((0, 0) for an empty one): where a
+/// reader that starts to watch it begins.
+pub(crate) async fn notice_heads<C: ConnectionLike>(conn: &mut C, partitions: &[u32]) -> Result<Vec<StreamId>> {
+    if partitions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for p in partitions {
+        pipe.cmd("XREVRANGE")
+            .arg(notice_key(*p))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+    }
+    let replies: Vec<Value> = pipe.query_async(conn).await?;
+    Ok(replies
+        .into_iter()
+        .map(|v| {
+            array(v)
+                .and_then(|a| a.into_iter().next())
+                .and_then(split_entry)
+                .map_or((0, 0), |(id, _)| id)
+        })
+        .collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -1617,6 +1730,52 @@ mod tests {
     }
 
     // -- against redis-server -----------------------------------------------
+
+    #[tokio::test]
+    async fn every_room_entry_leaves_a_notice_in_the_partition_rust_computes() {
+        let server = RedisServer::start();
+        let mut conn = server.conn().await;
+        let rooms: Vec<String> = (0..40).map(|i| format!("chat:room-{i}/x@y.z_{i}")).collect();
+        let mut heads = notice_heads(&mut conn, &(0..NOTICE_PARTITIONS).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        assert!(heads.iter().all(|h| *h == (0, 0)), "empty partitions start at 0-0");
+        for room in &rooms {
+            publish(&mut conn, &msg(room, "ann", b"x")).await.unwrap();
+        }
+        // A typing event (another script) notifies too.
+        add_typing(
+            &mut conn,
+            &Typing {
+                room: &rooms[0],
+                user: "ann",
+                active: true,
+                timestamp_ms: 1,
+                node: "n1",
+                member: Member { shard: 0, conn: 1 },
+                maxlen: 100,
+            },
+        )
+        .await
+        .unwrap();
+        let parts: Vec<(u32, StreamId)> = (0..NOTICE_PARTITIONS).map(|p| (p, (0, 0))).collect();
+        let notices = xread_notices(&mut conn, &parts, 1000, None).await.unwrap();
+        let mut seen = 0;
+        for n in &notices {
+            assert!(!n.full);
+            for room in &n.rooms {
+                assert_eq!(notice_partition(room), n.partition, "{room}");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, rooms.len(), "one notice per room (repeats folded)");
+        // Reading after the heads finds nothing new.
+        heads = notice_heads(&mut conn, &(0..NOTICE_PARTITIONS).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let after: Vec<(u32, StreamId)> = (0..NOTICE_PARTITIONS).zip(heads).collect();
+        assert!(xread_notices(&mut conn, &after, 10, None).await.unwrap().is_empty());
+    }
 
     #[tokio::test]
     async fn offsets_are_dense_and_ordered_across_two_connections() {

@@ -26,6 +26,7 @@ pub(crate) struct ClusterStats {
     pub(crate) dropped: AtomicU64,
     pub(crate) entries_read: AtomicU64,
     pub(crate) entries_skipped: AtomicU64,
+    pub(crate) notices_read: AtomicU64,
     pub(crate) reads: AtomicU64,
     pub(crate) storage_reads: AtomicU64,
     pub(crate) followed: AtomicU64,
@@ -53,6 +54,7 @@ impl ClusterStats {
             dropped: AtomicU64::new(0),
             entries_read: AtomicU64::new(0),
             entries_skipped: AtomicU64::new(0),
+            notices_read: AtomicU64::new(0),
             reads: AtomicU64::new(0),
             storage_reads: AtomicU64::new(0),
             followed: AtomicU64::new(0),
@@ -100,7 +102,7 @@ impl ClusterStats {
 
     /// Appends the cluster metrics to a `/metrics` answer.
     pub(crate) fn render(&self, node: &str, out: &mut String) {
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 16] = [
             (
                 "herald_redis_publishes_total",
                 "Publishes sequenced by Redis.",
@@ -150,6 +152,11 @@ impl ClusterStats {
                 "herald_redis_entries_skipped_total",
                 "Stream entries that could not be parsed.",
                 &self.entries_skipped,
+            ),
+            (
+                "herald_redis_notices_read_total",
+                "Room notices read from the partitions this node watches (its rooms' and their neighbours').",
+                &self.notices_read,
             ),
             (
                 "herald_redis_range_reads_total",

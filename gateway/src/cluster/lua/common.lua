@@ -72,6 +72,22 @@ local function touch(meta, stream)
   end
 end
 
+-- Tells the readers that `stream` (herald:{room}:s) has a new entry: a
+-- notice in one of 64 partition streams, chosen by the low bits of the
+-- room name's FNV-1a hash (the low 32 bits of FNV-1a 64 need only the low
+-- 32 bits of its basis and prime, so doubles compute them exactly). A
+-- node blocks on the few partitions of its rooms, not on every room.
+local NOTICE_PARTITIONS = 64
+local function notify(stream)
+  local room = string.sub(stream, 9, -4)
+  local h = 2216829733
+  for i = 1, #room do
+    h = bit.bxor(h, string.byte(room, i)) % 4294967296
+    h = (h * 435) % 4294967296
+  end
+  redis.call('XADD', 'herald:n:' .. (h % NOTICE_PARTITIONS), 'MAXLEN', '~', '100000', '*', 'r', room)
+end
+
 -- XADD a non-message entry after the last message (ID `<last>-*`): it sorts
 -- after that message and never takes an offset. Returns the new ID.
 local function add_event(stream, last, epoch, maxlen, fields)
@@ -87,5 +103,7 @@ local function add_event(stream, last, epoch, maxlen, fields)
   for i = 1, #fields do
     args[#args + 1] = fields[i]
   end
-  return redis.call(unpack(args))
+  local id = redis.call(unpack(args))
+  notify(stream)
+  return id
 end

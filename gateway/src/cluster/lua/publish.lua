@@ -55,6 +55,7 @@ if type(added) == 'table' and added.err then
   redis.call(unpack(xadd(off)))
 end
 
+notify(stream)
 redis.call('HSET', meta, 'o', int(off))
 redis.call('PERSIST', meta)
 redis.call('PERSIST', stream)
