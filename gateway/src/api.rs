@@ -59,6 +59,8 @@ pub(crate) struct ApiEnv<'a> {
     pub(crate) placer: Placer,
     /// The storage service (notifications, analytics).
     pub(crate) store: &'a StoreLink,
+    /// This shard's rooms (their log store reaches the cluster).
+    pub(crate) rooms: &'a mut crate::rooms::Rooms,
 }
 
 impl ApiEnv<'_> {
@@ -231,6 +233,19 @@ impl Api {
                         origin,
                         user: user.clone(),
                     });
+                    if env.shared.cluster.is_some() {
+                        // Its connections on other nodes: through the
+                        // user's room (the count answered is this node's).
+                        let room: Arc<str> = Arc::from(format!("user:{user}"));
+                        let keep = env.shared.config.namespace(&room).history.max(1_000) as u64;
+                        env.rooms
+                            .submit_cluster(herald_protocol::owner::ClusterRequest::UserFrame {
+                                room,
+                                frame: bytes::Bytes::new(),
+                                disconnect: true,
+                                keep,
+                            });
+                    }
                     Ok(())
                 }
             }

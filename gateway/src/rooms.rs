@@ -30,6 +30,12 @@ impl Rooms {
         self.pump(now_ms, mesh, stats);
     }
 
+    /// Hands a cluster request to the log store directly (work for the
+    /// cluster that no room owner here needs to order).
+    pub(crate) fn submit_cluster(&mut self, request: herald_protocol::owner::ClusterRequest) {
+        self.store.submit(herald_protocol::owner::LogRequest::Cluster(request));
+    }
+
     /// Feeds the store's answers that came in meanwhile (a store answering
     /// from another thread wakes the shard).
     pub(crate) fn poll_store(&mut self, now_ms: u64, mesh: &mut Mesh, stats: &ShardStats) {

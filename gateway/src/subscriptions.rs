@@ -95,20 +95,28 @@ impl Subscriptions {
     }
 
     /// A connection of `user` opened (its `Connect` was accepted).
-    pub(crate) fn add_user(&mut self, user: Arc<str>, key: ConnKey) {
+    /// Returns whether it is the user's first on this shard.
+    pub(crate) fn add_user(&mut self, user: Arc<str>, key: ConnKey) -> bool {
         let conns = self.users.entry(user).or_default();
         if !conns.contains(&key) {
             conns.push(key);
         }
+        conns.len() == 1
     }
 
-    /// A connection of `user` closed.
-    pub(crate) fn remove_user(&mut self, user: &str, key: ConnKey) {
-        let Some(conns) = self.users.get_mut(user) else { return };
+    /// A connection of `user` closed. Returns whether it was the user's
+    /// last on this shard.
+    pub(crate) fn remove_user(&mut self, user: &str, key: ConnKey) -> bool {
+        let Some(conns) = self.users.get_mut(user) else {
+            return false;
+        };
+        let before = conns.len();
         conns.retain(|k| *k != key);
         if conns.is_empty() {
             self.users.remove(user);
+            return before > 0;
         }
+        false
     }
 
     /// The open connections of `user` on this shard.

@@ -272,11 +272,28 @@ async fn presence_spans_nodes_and_leaves_are_seen_everywhere() {
     // A second connection of bob on another node: still one user.
     let (bob2, _bob2_events) = client(&n3.url(), "bob").await;
     bob2.subscribe("chat:p", with_presence).await.unwrap();
+    // Presence changes are written after the join is answered: wait until
+    // Redis has both of bob's nodes.
+    let mut conn = redis.conn().await;
     let settle = tokio::time::Instant::now() + WAIT;
-    while presence_count(n3.addr, "chat:p").await != 2 {
-        assert!(tokio::time::Instant::now() < settle, "n3 counts ann and bob");
+    loop {
+        let on: Vec<bool> = redis::pipe()
+            .cmd("HEXISTS")
+            .arg("herald:{chat:p}:pn")
+            .arg("n2\0bob")
+            .cmd("HEXISTS")
+            .arg("herald:{chat:p}:pn")
+            .arg("n3\0bob")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if on == [true, true] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < settle, "bob is present through n2 and n3");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    assert_eq!(presence_count(n3.addr, "chat:p").await, 2);
     assert_eq!(presence_count(n1.addr, "chat:p").await, 2);
     bob.unsubscribe("chat:p").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -385,10 +402,11 @@ async fn a_node_reads_nothing_of_rooms_it_has_no_members_for() {
         "an idle node"
     );
     assert_eq!(metric_value(n3.addr, "herald_redis_followed_rooms").await, 0);
-    // Leaving stops the reading.
+    // Leaving stops the reading (n2 still follows user:reader, the room of
+    // the reader's own connection).
     reader.unsubscribe("chat:only2").await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
-    while metric_value(n2.addr, "herald_redis_followed_rooms").await != 0 {
+    while metric_value(n2.addr, "herald_redis_followed_rooms").await != 1 {
         assert!(tokio::time::Instant::now() < deadline, "n2 stops following");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -598,4 +616,56 @@ async fn local_namespaces_stay_on_their_node_and_work_without_redis() {
     )
     .await;
     assert_eq!(s, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_api_of_any_node_reaches_a_user_on_another_node() {
+    let redis = RedisServer::start();
+    let n1 = cluster_node(&redis, "n1", StorageBackend::Memory).await;
+    let n2 = cluster_node(&redis, "n2", StorageBackend::Memory).await;
+    // Sessions that join nothing: every connection of U gets user:U.
+    let (mut ann, _) = ws_connected(&n2.url(), "ann").await;
+    let (mut bob, _) = ws_connected(&n2.url(), "bob").await;
+    // n2 follows user:ann and user:bob once their sessions are open there.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric_value(n2.addr, "herald_redis_followed_rooms").await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "n2 follows ann's and bob's rooms"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A publish to user:ann through n1.
+    let body = r#"{"room":"user:ann","data":"for ann"}"#;
+    let (s, _) = http(n1.addr, "POST", "/api/publish", Some(API_KEY), Some(body)).await;
+    assert_eq!(s, 200);
+    match ws_next_body(&mut ann).await {
+        Some((0, BodyT::Message(m))) => {
+            assert_eq!(
+                (m.room.as_str(), m.payload.as_deref()),
+                ("user:ann", Some(&b"for ann"[..]))
+            );
+        }
+        other => panic!("expected ann's message, got {other:?}"),
+    }
+    // A notification through n1 arrives live on n2.
+    let body = r#"{"user":"ann","kind":"mention","title":"hi","body":"b"}"#;
+    let (s, j) = http(n1.addr, "POST", "/api/notify", Some(API_KEY), Some(body)).await;
+    assert_eq!(s, 200, "{j}");
+    match ws_next_body(&mut ann).await {
+        Some((_, BodyT::Notification(n))) => assert_eq!(n.kind.as_deref(), Some("mention")),
+        other => panic!("expected the notification, got {other:?}"),
+    }
+    // A disconnection through n1 closes ann's session on n2, not bob's.
+    let (s, _) = http(n1.addr, "POST", "/api/disconnect/ann", Some(API_KEY), None).await;
+    assert_eq!(s, 200);
+    let end = ws_until_close(ann).await;
+    assert_eq!(end.error.map(|e| e.0), Some(ErrorCode::Kicked));
+    let body = r#"{"room":"user:bob","data":"still here"}"#;
+    let (s, _) = http(n1.addr, "POST", "/api/publish", Some(API_KEY), Some(body)).await;
+    assert_eq!(s, 200);
+    match ws_next_body(&mut bob).await {
+        Some((0, BodyT::Message(m))) => assert_eq!(m.payload.as_deref(), Some(&b"still here"[..]), "bob is untouched"),
+        other => panic!("expected bob's message, got {other:?}"),
+    }
 }

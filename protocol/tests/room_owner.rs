@@ -235,6 +235,7 @@ fn summary(outs: &[Output<u32>]) -> Vec<String> {
                 Audience::Members { .. } => format!("message to shard {shard}"),
                 Audience::Presence { .. } => format!("presence to shard {shard}"),
                 Audience::Typing { .. } => format!("typing to shard {shard}"),
+                Audience::Kick => format!("kick on shard {shard}"),
             },
             Output::Answer { origin, .. } => format!("answer {origin}"),
             Output::Rooms { origin, .. } => format!("rooms {origin}"),

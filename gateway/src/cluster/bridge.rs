@@ -56,6 +56,8 @@ const CLAIM_EVERY: Duration = Duration::from_secs(5);
 /// Reconnection backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often a dispatcher tries Redis while it is known to be down.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// Entries of a stream that presence events keep when reaping dead nodes.
 const REAP_KEEP: u64 = 1_000;
 
@@ -255,6 +257,7 @@ async fn dispatcher(
 ) {
     let node = config.node_id.clone();
     let mut jobs = Vec::with_capacity(config.pipeline_max);
+    let mut last_try = Instant::now();
     loop {
         jobs.clear();
         if queue.recv_many(&mut jobs, config.pipeline_max).await == 0 {
@@ -263,7 +266,32 @@ async fn dispatcher(
         let now_ms = crate::unix_ms();
         let mut pipe = redis::pipe();
         let mut slots = Vec::with_capacity(jobs.len());
+        // While the instance is known to be down (the reader or the
+        // heartbeat lost it, and it has not answered since), publishes and
+        // follows are refused at once rather than held until it returns:
+        // clients see Unavailable and retry, possibly on another node.
+        // Every PROBE_EVERY one batch goes through anyway, so a dispatcher
+        // finds a returned Redis by itself.
+        let down = !stats.is_up(instance.index) && last_try.elapsed() < PROBE_EVERY;
+        if !down {
+            last_try = Instant::now();
+        }
         for Job { shard, request } in jobs.drain(..) {
+            if down
+                && matches!(
+                    request,
+                    ClusterRequest::Publish { .. }
+                        | ClusterRequest::Follow { .. }
+                        | ClusterRequest::Volatile { .. }
+                        | ClusterRequest::Typing { .. }
+                )
+            {
+                match request.fail(LogError::Failed("redis is unreachable".into())) {
+                    Some(done) => answers.send(shard, done).await,
+                    None => ClusterStats::add(&stats.dropped, 1),
+                }
+                continue;
+            }
             match request {
                 ClusterRequest::Follow { ticket, room } => {
                     pipe.add_command(r::follow_cmd(&room));
@@ -347,6 +375,15 @@ async fn dispatcher(
                         maxlen: keep,
                     };
                     pipe.add_command(r::presence_cmd(&p, joined));
+                    slots.push(Slot::Event);
+                }
+                ClusterRequest::UserFrame {
+                    room,
+                    frame,
+                    disconnect,
+                    keep,
+                } => {
+                    pipe.add_command(r::user_frame_cmd(&room, &frame, disconnect, now_ms, &node, keep));
                     slots.push(Slot::Event);
                 }
                 request @ (ClusterRequest::Read { .. } | ClusterRequest::PresenceRead { .. }) => {
@@ -917,6 +954,19 @@ fn stream_event(entry: r::StreamEntry, node: &str) -> Option<(StreamEvent, u64)>
             },
             timestamp_ms,
         ),
+        r::EntryKind::UserFrame {
+            frame,
+            disconnect,
+            timestamp_ms,
+            node: from,
+        } => (
+            StreamEvent::UserFrame {
+                frame,
+                disconnect,
+                local: from == node,
+            },
+            timestamp_ms,
+        ),
         r::EntryKind::Typing {
             user,
             active,
@@ -956,6 +1006,9 @@ async fn heartbeat(config: BridgeConfig, instances: Vec<Arc<Instance>>, stats: A
             };
             match beat.await {
                 Ok(reaped) => {
+                    if joined {
+                        stats.set_up(instance.index, true);
+                    }
                     if !reaped.is_empty() {
                         tracing::info!(nodes = ?reaped, "redis: removed the presence of dead nodes");
                         ClusterStats::add(&stats.reaped, reaped.len() as u64);

@@ -635,6 +635,15 @@ pub(crate) enum EntryKind {
         timestamp_ms: u64,
         origin: Option<Origin>,
     },
+    /// `t=f`: a frame for the connections of a `user:U` room's user (a live
+    /// notification); `t=x`: their disconnection (`frame` empty). `node`
+    /// sent it.
+    UserFrame {
+        frame: Bytes,
+        disconnect: bool,
+        timestamp_ms: u64,
+        node: String,
+    },
 }
 
 /// A room stream entry from its ID and fields; `None` when unknown or
@@ -675,6 +684,15 @@ fn parse_entry(id: StreamId, fields: Value) -> Option<StreamEntry> {
             timestamp_ms,
             origin: f.origin(),
         },
+        kind @ (b"f" | b"x") => {
+            let disconnect = kind == b"x";
+            EntryKind::UserFrame {
+                disconnect,
+                frame: Bytes::from(f.take("d").unwrap_or_default()),
+                timestamp_ms,
+                node: f.string("N")?,
+            }
+        }
         _ => return None,
     };
     Some(StreamEntry { id, kind })
@@ -900,6 +918,28 @@ pub(crate) fn typing_cmd(t: &Typing<'_>) -> Cmd {
         .arg(t.node)
         .arg("M")
         .arg(t.member.encode());
+    c
+}
+
+/// A frame for a user's connections on every node following `room`
+/// (`user:U`), or their disconnection.
+pub(crate) fn user_frame_cmd(
+    room: &str,
+    frame: &[u8],
+    disconnect: bool,
+    timestamp_ms: u64,
+    node: &str,
+    maxlen: u64,
+) -> Cmd {
+    let mut c = event_cmd(room, maxlen);
+    c.arg("t")
+        .arg(if disconnect { "x" } else { "f" })
+        .arg("d")
+        .arg(frame)
+        .arg("ts")
+        .arg(timestamp_ms)
+        .arg("N")
+        .arg(node);
     c
 }
 

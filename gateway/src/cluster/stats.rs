@@ -81,6 +81,10 @@ impl ClusterStats {
         self.joined.load(Relaxed) && self.up.iter().all(|u| u.load(Relaxed))
     }
 
+    pub(crate) fn is_up(&self, instance: usize) -> bool {
+        self.up.get(instance).is_some_and(|u| u.load(Relaxed))
+    }
+
     pub(crate) fn set_up(&self, instance: usize, up: bool) {
         if let Some(u) = self.up.get(instance) {
             u.store(up, Relaxed);

@@ -305,6 +305,7 @@ impl Shard {
             mesh: &mut self.mesh,
             placer: self.placer,
             store: &self.store,
+            rooms: &mut self.rooms,
         };
         match self
             .api

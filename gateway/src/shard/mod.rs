@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
-use herald_protocol::owner::OwnerConfig;
+use bytes::Bytes;
+use herald_protocol::owner::{ClusterRequest, Input, OwnerConfig};
 use herald_storage::{EphemeralLog, LogStore};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
@@ -400,6 +401,39 @@ impl Shard {
                 self.mesh.reply(origin.shard(), Reply::Counted { origin, count });
             }
         }
+    }
+
+    /// In a cluster, tells the owner of `user:U` that this shard's first
+    /// connection of U opened (or its last closed), so the node follows
+    /// what other nodes send U.
+    fn user_here(&mut self, user: &str, here: bool) {
+        if self.shared.cluster.is_none() {
+            return;
+        }
+        let room: Arc<str> = Arc::from(format!("user:{user}"));
+        let owner = self.owner_of(&room);
+        let input = Input::UserHere {
+            room,
+            shard: self.id as u32,
+            here,
+        };
+        self.mesh.request(owner, Request::Owner(input));
+    }
+
+    /// In a cluster, sends `frame` (or a disconnection) to U's connections
+    /// on the other nodes, through the `user:U` room's stream.
+    fn to_user_elsewhere(&mut self, user: &str, frame: Bytes, disconnect: bool) {
+        if self.shared.cluster.is_none() {
+            return;
+        }
+        let room: Arc<str> = Arc::from(format!("user:{user}"));
+        let keep = self.shared.config.namespace(&room).history.max(1_000) as u64;
+        self.rooms.submit_cluster(ClusterRequest::UserFrame {
+            room,
+            frame,
+            disconnect,
+            keep,
+        });
     }
 
     /// The shard that owns `room`.

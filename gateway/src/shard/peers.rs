@@ -153,7 +153,9 @@ impl Shard {
         peer.session.accept(Instant::now(), &accept);
         let user = peer.authenticated(identity);
         // Every connection of user U is in `user:U` without joining it.
-        self.subs.add_user(user.clone(), key);
+        if self.subs.add_user(user.clone(), key) {
+            self.user_here(&user, true);
+        }
         self.send_unread(key, user);
         for r in resume {
             let recover = (r.position.epoch != 0).then_some(r.position);
@@ -220,7 +222,9 @@ impl Shard {
             for room in rooms {
                 self.drop_membership(key, room);
             }
-            self.subs.remove_user(&user, key);
+            if self.subs.remove_user(&user, key) {
+                self.user_here(&user, false);
+            }
             return;
         }
         let Some(peer) = self.peer_mut(slot) else { return };
@@ -229,8 +233,10 @@ impl Shard {
         for room in rooms {
             self.drop_membership(key, room);
         }
-        if let Some(user) = user {
-            self.subs.remove_user(&user, key);
+        if let Some(user) = user
+            && self.subs.remove_user(&user, key)
+        {
+            self.user_here(&user, false);
         }
     }
 
@@ -402,11 +408,18 @@ impl Shard {
 
     /// Queues one encoded frame to this shard's members of `room`.
     fn deliver(&mut self, room: &Arc<str>, frame: &Bytes, audience: Audience, published: Option<Instant>) {
+        if audience == Audience::Kick {
+            // The server API of another node disconnected this user.
+            if let Some(user) = room.strip_prefix("user:") {
+                self.disconnect_user(user);
+            }
+            return;
+        }
         let me = self.id as u32;
         let mut delivered = 0u64;
         let (volatile, conflate) = match audience {
             Audience::Members { volatile, conflate } => (volatile, conflate.then_some(room)),
-            Audience::Presence { .. } | Audience::Typing { .. } => (true, None),
+            Audience::Presence { .. } | Audience::Typing { .. } | Audience::Kick => (true, None),
         };
         let mut out = Outgoing::new(
             room,
@@ -442,6 +455,7 @@ impl Shard {
                     Audience::Members { .. } => true,
                     Audience::Presence { except } => m.presence && except != Some(is(slot, m)),
                     Audience::Typing { except } => except != Some(is(slot, m)),
+                    Audience::Kick => false,
                 };
                 if include {
                     delivered += send(m.key(slot));

@@ -85,8 +85,8 @@ impl Shard {
         c.outbuf.extend_from_slice(&sse::response_head(&cors));
         c.link = Link::Sse(Box::new(link));
         ShardStats::gauge(&self.stats.sse_sessions, 1);
-        if req.notifications {
-            self.subs.add_user(user.clone(), key);
+        if req.notifications && self.subs.add_user(user.clone(), key) {
+            self.user_here(&user, true);
         }
         for (room, recover) in joins {
             let input = Input::Join {

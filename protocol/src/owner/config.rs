@@ -63,8 +63,7 @@ impl NamespaceConfig {
     /// presence, 10,000 stored per room), `game` (clients publish volatile
     /// state, 100 messages, presence, not stored) and `user` (per-user
     /// delivery: the server publishes, 100 messages, no presence, 1,000
-    /// stored per user; not shared by a cluster's nodes: a user's
-    /// connections get the deliveries of the node they are on).
+    /// stored per user).
     pub fn defaults() -> Vec<(String, NamespaceConfig)> {
         let general = Self::general();
         vec![
@@ -94,7 +93,6 @@ impl NamespaceConfig {
                     presence: false,
                     client_publish: false,
                     retain_messages: Some(1_000),
-                    cluster: false,
                     ..general
                 },
             ),

@@ -68,6 +68,10 @@ pub enum Audience {
         /// Left out.
         except: Option<Member>,
     },
+    /// Close every connection of the user of this `user:U` room (the
+    /// server API disconnected the user on another node); the frame is
+    /// empty.
+    Kick,
     /// Every member except the typing connection (volatile).
     Typing {
         /// Left out (None: the typing connection is on another node).
@@ -197,6 +201,17 @@ pub enum Input<O> {
         room: Arc<str>,
         /// The question.
         query: Query,
+    },
+    /// The first connection of a user on a shard opened (`here`), or its
+    /// last closed: on a node in a cluster, the node follows the user's
+    /// `user:U` room while any shard has one.
+    UserHere {
+        /// `user:U`.
+        room: Arc<str>,
+        /// The shard.
+        shard: u32,
+        /// Opened (else closed).
+        here: bool,
     },
     /// List every room.
     ListRooms {

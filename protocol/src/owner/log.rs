@@ -183,6 +183,16 @@ pub enum StreamEvent {
         /// The typing connection, when on this node.
         except: Option<super::Member>,
     },
+    /// A frame for a user's connections, or their disconnection (from
+    /// another node's server API).
+    UserFrame {
+        /// The frame (empty for a disconnection).
+        frame: Bytes,
+        /// Close the user's connections instead.
+        disconnect: bool,
+        /// Sent by this node (which served its own connections already).
+        local: bool,
+    },
 }
 
 /// Work for the log store, emitted by the owner.
@@ -307,6 +317,18 @@ pub enum ClusterRequest {
         /// Entries of the room's stream to keep (as its publishes say).
         keep: u64,
     },
+    /// A frame for every connection of a user on every other node (a live
+    /// notification), or their disconnection. Not answered.
+    UserFrame {
+        /// `user:U`.
+        room: Arc<str>,
+        /// The frame (empty for a disconnection).
+        frame: Bytes,
+        /// Close the user's connections instead.
+        disconnect: bool,
+        /// Entries of the room's stream to keep.
+        keep: u64,
+    },
     /// Who is present over every node; answered with [`LogDone::Presence`].
     PresenceRead {
         /// Answer with this ticket.
@@ -327,6 +349,7 @@ impl ClusterRequest {
             | ClusterRequest::Volatile { room, .. }
             | ClusterRequest::Typing { room, .. }
             | ClusterRequest::Presence { room, .. }
+            | ClusterRequest::UserFrame { room, .. }
             | ClusterRequest::PresenceRead { room, .. } => room,
         }
     }
@@ -359,6 +382,7 @@ impl ClusterRequest {
             ClusterRequest::Unfollow { .. }
             | ClusterRequest::Volatile { .. }
             | ClusterRequest::Typing { .. }
+            | ClusterRequest::UserFrame { .. }
             | ClusterRequest::Presence { .. } => None,
         }
     }

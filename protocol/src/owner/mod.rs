@@ -278,6 +278,7 @@ impl<O: Clone> RoomOwner<O> {
                 active,
             } => self.typing(member, &room, &user, active),
             Input::Query { origin, room, query } => self.query(now_ms, origin, room, query),
+            Input::UserHere { room, here, .. } => self.user_here(&room, here),
             Input::ListRooms { origin } => {
                 let rooms = self
                     .rooms
@@ -351,7 +352,7 @@ impl<O: Clone> RoomOwner<O> {
                 self.clustered(room) || (self.config.durable_store && self.config.namespace(room).durable),
             ),
             Input::Query { room, .. } | Input::Leave { room, .. } | Input::Typing { room, .. } => (room, false),
-            Input::ListRooms { .. } | Input::Log(_) => return Some(input),
+            Input::ListRooms { .. } | Input::Log(_) | Input::UserHere { .. } => return Some(input),
         };
         let name = name.clone();
         if creates && !self.rooms.contains_key(&name) {
@@ -393,7 +394,11 @@ impl<O: Clone> RoomOwner<O> {
                 room,
                 answer: Answer::Unavailable,
             },
-            Input::Leave { .. } | Input::Typing { .. } | Input::ListRooms { .. } | Input::Log(_) => return,
+            Input::Leave { .. }
+            | Input::Typing { .. }
+            | Input::ListRooms { .. }
+            | Input::Log(_)
+            | Input::UserHere { .. } => return,
         };
         self.outputs.push_back(out);
     }
@@ -476,6 +481,25 @@ impl<O: Clone> RoomOwner<O> {
         }
     }
 
+    /// A shard's first connection of a user opened, or its last closed: a
+    /// clustered `user:U` room is followed while any shard has one, so
+    /// what other nodes send the user reaches them here.
+    fn user_here(&mut self, name: &Arc<str>, here: bool) {
+        if !is_user_room(name) || !self.clustered(name) {
+            return;
+        }
+        if here {
+            if let Some(room) = self.room_entry(name) {
+                room.user_shards += 1;
+            }
+        } else {
+            if let Some(room) = self.rooms.get_mut(name) {
+                room.user_shards = room.user_shards.saturating_sub(1);
+            }
+            self.forget_if_unused(name);
+        }
+    }
+
     /// Events of a followed room's log, in order: messages take their turn
     /// behind the room's waiting operations (a join answered before a
     /// message never misses it, and one answered after never gets it
@@ -527,6 +551,18 @@ impl<O: Clone> RoomOwner<O> {
                 StreamEvent::Typing { user, active, except } => {
                     let frame = typing_frame(name, &user, active);
                     self.deliver(name, frame, Audience::Typing { except }, None);
+                }
+                StreamEvent::UserFrame { local: true, .. } => {}
+                StreamEvent::UserFrame { frame, disconnect, .. } => {
+                    let audience = if disconnect {
+                        Audience::Kick
+                    } else {
+                        Audience::Members {
+                            volatile: false,
+                            conflate: false,
+                        }
+                    };
+                    self.deliver(name, frame, audience, None);
                 }
             }
         }
@@ -1182,7 +1218,7 @@ impl<O: Clone> RoomOwner<O> {
                 published,
             });
         };
-        if is_user_room(name) && matches!(audience, Audience::Members { .. }) {
+        if is_user_room(name) && matches!(audience, Audience::Members { .. } | Audience::Kick) {
             (0..self.config.shards).for_each(&mut send);
         } else {
             room.interested_shards().for_each(send);

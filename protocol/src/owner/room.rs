@@ -56,6 +56,9 @@ pub(super) struct Room<O> {
     /// some of them.
     cluster_count: u64,
     cluster_sample: Vec<Arc<str>>,
+    /// Shards with connections of the user of a clustered `user:U` room:
+    /// the node follows the room while any has.
+    pub(super) user_shards: u32,
 }
 
 impl<O> Room<O> {
@@ -80,6 +83,7 @@ impl<O> Room<O> {
             clustered: false,
             cluster_count: 0,
             cluster_sample: Vec::new(),
+            user_shards: 0,
         }
     }
 
@@ -163,6 +167,7 @@ impl<O> Room<O> {
     /// here, this node has nothing of it to keep.
     pub(super) fn is_unused(&self) -> bool {
         self.members.is_empty()
+            && self.user_shards == 0
             && (self.clustered || self.assigned == 0)
             && self.ops.is_empty()
             && self.deferred.is_empty()
