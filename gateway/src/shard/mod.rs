@@ -422,7 +422,7 @@ impl Shard {
 
     /// In a cluster, sends `frame` (or a disconnection) to U's connections
     /// on the other nodes, through the `user:U` room's stream.
-    fn to_user_elsewhere(&mut self, user: &str, frame: Bytes, disconnect: bool) {
+    fn send_user_elsewhere(&mut self, user: &str, frame: Bytes, disconnect: bool) {
         if self.shared.cluster.is_none() {
             return;
         }

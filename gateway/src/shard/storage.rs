@@ -226,7 +226,7 @@ impl Shard {
             };
             self.mesh.request(shard, request);
         }
-        self.to_user_elsewhere(&record.user, frame, false);
+        self.send_user_elsewhere(&record.user, frame, false);
     }
 
     /// Whether `conn` is an HTTP connection waiting for its answer.
