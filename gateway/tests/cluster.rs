@@ -669,3 +669,57 @@ async fn the_server_api_of_any_node_reaches_a_user_on_another_node() {
         other => panic!("expected bob's message, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_rooms_come_back_after_redis_loses_its_data() {
+    let redis = RedisServer::start();
+    let n1 = cluster_node(&redis, "n1", StorageBackend::Memory).await;
+    let n2 = cluster_node(&redis, "n2", StorageBackend::Memory).await;
+    let with_presence = SubscribeOptions {
+        history: 0,
+        presence: true,
+    };
+    let (ann, mut ann_events) = client(&n1.url(), "ann").await;
+    let before = ann.subscribe("chat:lost", with_presence).await.unwrap();
+    let (bob, _bob_events) = client(&n2.url(), "bob").await;
+    bob.subscribe("chat:lost", with_presence).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while presence_count(n1.addr, "chat:lost").await != 2 {
+        assert!(tokio::time::Instant::now() < deadline, "both present");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Redis loses everything (a restart without persistence).
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    // Within a heartbeat (TTL 2 s: every 0.67 s) both nodes notice, and
+    // announce their users again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, j) = http(n2.addr, "GET", "/api/presence/chat:lost", Some(API_KEY), None).await;
+        let users: u64 = redis::cmd("HLEN")
+            .arg("herald:{chat:lost}:pu")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if users == 2 && j["count"] == 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence is back: redis {users}, n2 {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The room continues in a new epoch, delivered across nodes.
+    let at = bob
+        .publish("chat:lost", &b"after"[..], PublishOptions::default())
+        .await
+        .unwrap();
+    assert_ne!(at.epoch, before.epoch, "the lost room starts a new epoch");
+    let d = next_matching(&mut ann_events, |ev| match ev {
+        ClientEvent::Message(d) if &d.payload[..] == b"after" => Some(d),
+        _ => None,
+    })
+    .await;
+    assert_eq!((d.epoch, d.offset), (at.epoch, at.offset));
+}

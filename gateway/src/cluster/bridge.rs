@@ -19,7 +19,7 @@
 //! A heartbeat task keeps this node's presence alive and removes the
 //! presence of nodes whose heartbeat stopped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,6 +56,8 @@ const CLAIM_EVERY: Duration = Duration::from_secs(5);
 /// Reconnection backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Presence changes kept for sending again while Redis is unreachable.
+const RETRY_MAX: usize = 100_000;
 /// How often a dispatcher tries Redis while it is known to be down.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// Entries of a stream that presence events keep when reaping dead nodes.
@@ -160,7 +162,12 @@ pub(crate) async fn run(
         }));
     }
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(heartbeat(config.clone(), instances.clone(), stats.clone()));
+    tasks.spawn(heartbeat(
+        config.clone(),
+        instances.clone(),
+        answers.clone(),
+        stats.clone(),
+    ));
     for (instance, queue) in instances.iter().zip(queues) {
         tasks.spawn(reader(
             instance.clone(),
@@ -240,6 +247,8 @@ enum Slot {
     },
     /// Best effort: a failure is counted.
     Event,
+    /// A presence change: a failure is sent again.
+    Presence(Job),
     /// Not in the pipeline: applied in its turn.
     Unfollow {
         shard: usize,
@@ -258,10 +267,31 @@ async fn dispatcher(
     let node = config.node_id.clone();
     let mut jobs = Vec::with_capacity(config.pipeline_max);
     let mut last_try = Instant::now();
+    // Presence changes that met a failure (Redis unreachable), in order:
+    // they are sent again before any later one, so a user who joined and
+    // left during an outage ends up left, not present forever.
+    let mut retry: VecDeque<Job> = VecDeque::new();
     loop {
         jobs.clear();
-        if queue.recv_many(&mut jobs, config.pipeline_max).await == 0 {
-            return;
+        if retry.is_empty() {
+            if queue.recv_many(&mut jobs, config.pipeline_max).await == 0 {
+                return;
+            }
+        } else {
+            tokio::select! {
+                n = queue.recv_many(&mut jobs, config.pipeline_max) => if n == 0 { return },
+                () = tokio::time::sleep(PROBE_EVERY) => {}
+            }
+            // Later presence changes wait behind the earlier ones.
+            let (presence, rest): (Vec<Job>, Vec<Job>) = jobs
+                .drain(..)
+                .partition(|j| matches!(j.request, ClusterRequest::Presence { .. }));
+            retry.extend(presence);
+            jobs = rest;
+            if stats.is_up(instance.index) || last_try.elapsed() >= PROBE_EVERY {
+                let n = retry.len().min(config.pipeline_max);
+                jobs.splice(0..0, retry.drain(..n));
+            }
         }
         let now_ms = crate::unix_ms();
         let mut pipe = redis::pipe();
@@ -360,22 +390,22 @@ async fn dispatcher(
                     slots.push(Slot::Event);
                 }
                 ClusterRequest::Presence {
-                    room,
-                    user,
+                    ref room,
+                    ref user,
                     joined,
                     member,
                     keep,
                 } => {
                     let p = r::Presence {
-                        room: &room,
+                        room,
                         node: &node,
-                        user: &user,
+                        user,
                         member: Some(redis_member(member)),
                         timestamp_ms: now_ms,
                         maxlen: keep,
                     };
                     pipe.add_command(r::presence_cmd(&p, joined));
-                    slots.push(Slot::Event);
+                    slots.push(Slot::Presence(Job { shard, request }));
                 }
                 ClusterRequest::UserFrame {
                     room,
@@ -421,8 +451,28 @@ async fn dispatcher(
         };
         let mut replies = replies.into_iter();
         let mut changed = false;
+        let mut failed = Vec::new();
         for slot in slots {
+            if let Slot::Presence(job) = slot {
+                match replies.next() {
+                    Some(Ok(redis::Value::ServerError(e))) => {
+                        // The script refused it: sending it again will not help.
+                        ClusterStats::add(&stats.dropped, 1);
+                        tracing::warn!(error = ?e, "redis: presence change refused");
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => failed.push(job),
+                }
+                continue;
+            }
             changed |= finish(&instance, slot, &mut replies, &answers, &stats).await;
+        }
+        for job in failed.into_iter().rev() {
+            retry.push_front(job);
+        }
+        while retry.len() > RETRY_MAX {
+            retry.pop_back();
+            ClusterStats::add(&stats.dropped, 1);
         }
         if changed {
             instance.follows.touch();
@@ -504,7 +554,7 @@ async fn finish(
             answers.send(shard, LogDone::Published { ticket, room, result }).await;
             false
         }
-        Slot::Event => {
+        Slot::Event | Slot::Presence(_) => {
             if let Some(Err(_) | Ok(redis::Value::ServerError(_))) = replies.next() {
                 ClusterStats::add(&stats.dropped, 1);
             }
@@ -727,6 +777,8 @@ async fn reader(instance: Arc<Instance>, node: Arc<str>, answers: Answers, stats
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
+            // Redis may have lost this node's presence with its data.
+            rejoin(&instance, &answers).await;
         }
         first = false;
         backoff = BACKOFF_MIN;
@@ -738,6 +790,21 @@ async fn reader(instance: Arc<Instance>, node: Arc<str>, answers: Answers, stats
             tracing::warn!(instance = instance.index, error = %e, "redis reader: connection lost; reconnecting");
             tokio::time::sleep(backoff).await;
         }
+    }
+}
+
+/// Asks the owners of every room this instance follows to announce their
+/// present users again.
+async fn rejoin(instance: &Instance, answers: &Answers) {
+    let rooms: Vec<(Arc<str>, usize)> = instance
+        .follows
+        .lock()
+        .iter()
+        .map(|(room, f)| (room.clone(), f.shard))
+        .collect();
+    for (room, shard) in rooms {
+        let events = vec![StreamEvent::Rejoin];
+        answers.send(shard, LogDone::Streamed { room, events }).await;
     }
 }
 
@@ -771,6 +838,7 @@ async fn recheck_epochs(instance: &Instance, stats: &ClusterStats) -> Result<(),
             tracing::warn!(room = %room, old = epoch, new = head.epoch, "room lost from redis: new epoch");
             f.epoch = head.epoch;
             f.last_id = (0, 0);
+            f.fresh = true;
         }
     }
     Ok(())
@@ -986,7 +1054,7 @@ fn stream_event(entry: r::StreamEntry, node: &str) -> Option<(StreamEvent, u64)>
 
 // ---- heartbeat ---------------------------------------------------------------
 
-async fn heartbeat(config: BridgeConfig, instances: Vec<Arc<Instance>>, stats: Arc<ClusterStats>) {
+async fn heartbeat(config: BridgeConfig, instances: Vec<Arc<Instance>>, answers: Answers, stats: Arc<ClusterStats>) {
     let ttl_ms = config.presence_ttl.as_millis() as u64;
     let every = config.presence_ttl / 3;
     let mut joined = false;
@@ -996,16 +1064,37 @@ async fn heartbeat(config: BridgeConfig, instances: Vec<Arc<Instance>>, stats: A
             let mut cmd = instance.cmd.clone();
             let now_ms = crate::unix_ms();
             let beat = async {
-                if !joined {
+                let mut lost = false;
+                if joined {
+                    // Our heartbeat lapsed (a long outage, a pause): other
+                    // nodes may have reaped our presence.
+                    let alive: bool = redis::cmd("EXISTS")
+                        .arg(r::node_alive_key(&config.node_id))
+                        .query_async(&mut cmd)
+                        .await?;
+                    lost = !alive;
+                } else {
                     // What a previous run under this id left (a crash)
                     // goes before this run's own presence comes.
                     r::reap(&mut cmd, &config.node_id, now_ms, REAP_KEEP).await?;
                 }
                 r::heartbeat(&mut cmd, &config.node_id, ttl_ms).await?;
-                r::reap_dead(&mut cmd, now_ms, REAP_KEEP).await
+                let reaped = r::reap_dead(&mut cmd, now_ms, REAP_KEEP).await?;
+                Ok::<_, r::RedisError>((reaped, lost))
             };
             match beat.await {
-                Ok(reaped) => {
+                Ok((reaped, lost)) => {
+                    if lost {
+                        tracing::warn!(
+                            instance = instance.index,
+                            "this node's heartbeat had lapsed (or Redis lost its data): rechecking rooms, announcing presence again"
+                        );
+                        if recheck_epochs(instance, &stats).await.is_ok() {
+                            instance.follows.touch();
+                            wake_reader(instance, &stats).await;
+                        }
+                        rejoin(instance, &answers).await;
+                    }
                     if joined {
                         stats.set_up(instance.index, true);
                     }

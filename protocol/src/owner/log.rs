@@ -183,6 +183,10 @@ pub enum StreamEvent {
         /// The typing connection, when on this node.
         except: Option<super::Member>,
     },
+    /// The cluster may have lost this node's presence in the room (Redis
+    /// restarted without its data, or took the node for dead): announce
+    /// its present users again (a repeat changes nothing).
+    Rejoin,
     /// A frame for a user's connections, or their disconnection (from
     /// another node's server API).
     UserFrame {

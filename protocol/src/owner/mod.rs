@@ -505,7 +505,8 @@ impl<O: Clone> RoomOwner<O> {
     /// message never misses it, and one answered after never gets it
     /// twice); the rest is delivered at once.
     fn streamed(&mut self, now_ms: u64, name: &Arc<str>, events: Vec<StreamEvent>) {
-        let ns = self.config.namespace(name);
+        let ns = self.config.namespace(name).clone();
+        let ns = &ns;
         let tracks_presence = ns.presence;
         for event in events {
             let Some(room) = self.rooms.get_mut(name).filter(|r| r.clustered && !r.loading) else {
@@ -551,6 +552,20 @@ impl<O: Clone> RoomOwner<O> {
                 StreamEvent::Typing { user, active, except } => {
                     let frame = typing_frame(name, &user, active);
                     self.deliver(name, frame, Audience::Typing { except }, None);
+                }
+                StreamEvent::Rejoin => {
+                    if tracks_presence {
+                        let keep = stream_keep(ns);
+                        for (user, member) in room.user_members() {
+                            self.cluster(ClusterRequest::Presence {
+                                room: name.clone(),
+                                user,
+                                joined: true,
+                                member,
+                                keep,
+                            });
+                        }
+                    }
                 }
                 StreamEvent::UserFrame { local: true, .. } => {}
                 StreamEvent::UserFrame { frame, disconnect, .. } => {

@@ -240,6 +240,15 @@ impl<O> Room<O> {
             .map(|(i, _)| i as u32)
     }
 
+    /// Every present user here, with one of its member connections.
+    pub(super) fn user_members(&self) -> Vec<(Arc<str>, Member)> {
+        let mut seen: HashMap<&Arc<str>, Member> = HashMap::new();
+        for (m, u) in &self.members {
+            seen.entry(u).or_insert(*m);
+        }
+        seen.into_iter().map(|(u, m)| (u.clone(), m)).collect()
+    }
+
     /// Up to `max` present users and how many there are.
     pub(super) fn users(&self, max: usize) -> (Vec<Arc<str>>, u64) {
         (self.users.keys().take(max).cloned().collect(), self.users.len() as u64)
