@@ -77,6 +77,9 @@ enum Cmd {
     },
     /// Two JSON reports side by side, with ratios (B / A).
     Compare { a: PathBuf, b: PathBuf },
+    /// What a workload needs (nodes, cores, memory, Redis shards), from
+    /// measured reports, with the arithmetic (docs/CAPACITY.md).
+    Capacity(Box<CapacityArgs>),
     /// Closed-loop publish→ack round trips (a quick check, not a load test).
     Ping {
         /// WebSocket URL of the node.
@@ -155,6 +158,15 @@ struct FanoutArgs {
     /// Payload bytes (at least 40: the stamp).
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Several targets: indexes (0-based, in --target's order) of the
+    /// targets the subscribers go to, e.g. 0,1. Each room's members are
+    /// dealt round robin over them. Default: every target.
+    #[arg(long, value_delimiter = ',')]
+    subscribers_on: Vec<usize>,
+    /// Several targets: indexes of the targets the publishers go to, e.g. 0
+    /// (publisher p to entry p mod n). Default: every target.
+    #[arg(long, value_delimiter = ',')]
+    publishers_on: Vec<usize>,
 }
 
 impl Default for FanoutArgs {
@@ -164,8 +176,174 @@ impl Default for FanoutArgs {
             rooms: 1,
             publishers: 1,
             payload: 64,
+            subscribers_on: Vec::new(),
+            publishers_on: Vec::new(),
         }
     }
+}
+
+#[derive(Args, Debug, Clone)]
+struct CapacityArgs {
+    /// Concurrent connections.
+    #[arg(long)]
+    connections: u64,
+    /// Rooms that carry traffic.
+    #[arg(long, default_value_t = 0)]
+    rooms: u64,
+    /// Publishes per second in each room.
+    #[arg(long, default_value_t = 0.0)]
+    publish_rate: f64,
+    /// Members per room (deliveries per publish); needed with traffic.
+    #[arg(long)]
+    fanout: Option<f64>,
+    /// Share of deliveries to a subscriber on another node than the
+    /// publisher's. Default: (n - 1) / n, members spread over n nodes
+    /// whatever their room; 0 if rooms are placed on one node each.
+    #[arg(long)]
+    cross_node_fraction: Option<f64>,
+    /// A `connect` report run with --target-pid: memory per connection,
+    /// the empty node's memory, idle CPU (with a hold of 20 s or more).
+    #[arg(long)]
+    connect_report: Option<PathBuf>,
+    /// A `fanout` report run with --target-pid, with rooms of about
+    /// --fanout members: the node's CPU per delivery.
+    #[arg(long)]
+    fanout_report: Option<PathBuf>,
+    /// The fanout report's step to read (default: the kept-up step with
+    /// the most deliveries/s).
+    #[arg(long)]
+    fanout_step: Option<String>,
+    /// Instead of --connect-report: the node's RSS per connection, bytes.
+    #[arg(long)]
+    bytes_per_connection: Option<f64>,
+    /// The kernel's memory per connection (TCP socket, inode, file, epoll
+    /// entry: not in the node's RSS). The default was measured on Linux
+    /// 6.18 from /proc/slabinfo (docs/CAPACITY.md).
+    /// [default: 3800]
+    #[arg(long)]
+    kernel_bytes_per_connection: Option<f64>,
+    /// Instead of --connect-report's hold: cores the node spends on
+    /// 100,000 idle connections (heartbeats).
+    #[arg(long)]
+    idle_cores_per_100k: Option<f64>,
+    /// Instead of --fanout-report: the node's CPU per delivery, µs.
+    #[arg(long)]
+    cpu_us_per_delivery: Option<f64>,
+    /// Node CPU per delivery that crossed nodes (publisher on one node,
+    /// subscriber on another), µs; default: as a same-node delivery.
+    #[arg(long)]
+    cross_node_cpu_us_per_delivery: Option<f64>,
+    /// Redis commands per publish, measured on a cluster.
+    #[arg(long)]
+    redis_ops_per_publish: Option<f64>,
+    /// Redis bytes in + out per publish, measured on a cluster.
+    #[arg(long)]
+    redis_bytes_per_publish: Option<f64>,
+    /// Redis CPU per publish (µs), measured on a cluster.
+    #[arg(long)]
+    redis_cpu_us_per_publish: Option<f64>,
+    /// Commands/s one Redis shard may take before headroom. The default is
+    /// a round figure, not a measurement: measure yours (docs/CAPACITY.md).
+    #[arg(long, default_value_t = 100_000.0)]
+    redis_ops_per_shard: f64,
+    /// MB/s (10^6 bytes) one Redis shard may move before headroom (default:
+    /// about 1 Gbit/s).
+    #[arg(long, default_value_t = 100.0)]
+    redis_mb_per_shard: f64,
+    /// Cores per node.
+    #[arg(long, default_value_t = 8.0)]
+    cores_per_node: f64,
+    /// Memory per node, GiB.
+    #[arg(long, default_value_t = 16.0)]
+    memory_per_node: f64,
+    /// The node process's open-file limit (ulimit -n; Linux's default
+    /// ceiling, fs.nr_open, is 1,048,576).
+    #[arg(long, default_value_t = 1_048_576)]
+    open_files: u64,
+    /// Fraction of each node's cores and memory, and of each Redis shard,
+    /// kept free.
+    #[arg(long, default_value_t = 0.3)]
+    headroom: f64,
+    /// Also write the estimate as JSON here (`-`: only JSON, on stdout).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Runs `capacity`: the figures from reports, then flags, then the model.
+fn capacity(a: &CapacityArgs) -> Result<()> {
+    use crate::capacity::{self as cap, Figure, Measured};
+    let mut m = Measured::default();
+    if let Some(p) = &a.connect_report {
+        let r = cap::load(p, "connect")?;
+        cap::from_connect_report(&p.display().to_string(), &r, &mut m)?;
+    }
+    if let Some(p) = &a.fanout_report {
+        let r = cap::load(p, "fanout")?;
+        cap::from_fanout_report(&p.display().to_string(), &r, a.fanout_step.as_deref(), &mut m)?;
+    }
+    let given = |v: Option<f64>, flag: &str| -> Result<Option<Figure>> {
+        match v {
+            Some(x) if !x.is_finite() || x < 0.0 => bail!("{flag} must be a number >= 0"),
+            Some(x) => Ok(Some(Figure::given(x, flag))),
+            None => Ok(None),
+        }
+    };
+    let or = |flag: Option<Figure>, report: Option<Figure>| flag.or(report);
+    m.bytes_per_connection = or(
+        given(a.bytes_per_connection, "--bytes-per-connection")?,
+        m.bytes_per_connection,
+    );
+    m.kernel_bytes_per_connection = Some(
+        given(a.kernel_bytes_per_connection, "--kernel-bytes-per-connection")?.unwrap_or(Figure {
+            value: crate::capacity::KERNEL_BYTES_PER_CONNECTION,
+            source: "default: Linux 6.18, /proc/slabinfo; docs/CAPACITY.md".into(),
+        }),
+    );
+    if let Some(x) = a.idle_cores_per_100k {
+        m.idle_cores_per_connection = given(Some(x / 1e5), "--idle-cores-per-100k")?;
+    }
+    m.cpu_us_per_delivery = or(
+        given(a.cpu_us_per_delivery, "--cpu-us-per-delivery")?,
+        m.cpu_us_per_delivery,
+    );
+    m.cross_node_cpu_us_per_delivery = given(a.cross_node_cpu_us_per_delivery, "--cross-node-cpu-us-per-delivery")?;
+    m.redis_ops_per_publish = given(a.redis_ops_per_publish, "--redis-ops-per-publish")?;
+    m.redis_bytes_per_publish = given(a.redis_bytes_per_publish, "--redis-bytes-per-publish")?;
+    m.redis_cpu_us_per_publish = given(a.redis_cpu_us_per_publish, "--redis-cpu-us-per-publish")?;
+    let traffic = a.rooms > 0 && a.publish_rate > 0.0;
+    let fanout = match a.fanout {
+        Some(f) => f,
+        None if traffic => bail!("give --fanout: the members of each room, who each get every publish"),
+        None => 0.0,
+    };
+    let w = cap::Workload {
+        connections: a.connections,
+        rooms: a.rooms,
+        publish_rate: a.publish_rate,
+        fanout,
+        cross_node_fraction: a.cross_node_fraction,
+    };
+    let node = cap::NodeSize {
+        cores: a.cores_per_node,
+        memory_bytes: a.memory_per_node * 1024.0 * 1024.0 * 1024.0,
+        open_files: a.open_files,
+        headroom: a.headroom,
+    };
+    let budget = cap::RedisBudget {
+        ops_per_sec: a.redis_ops_per_shard,
+        bytes_per_sec: a.redis_mb_per_shard * 1e6,
+    };
+    let e = cap::estimate(&w, &node, &budget, &m)?;
+    let j = serde_json::to_string_pretty(&cap::json(&e, &w, &node, &budget))?;
+    match &a.json {
+        Some(p) if p.as_os_str() == "-" => println!("{j}"),
+        Some(p) => {
+            print!("{}", cap::text(&e));
+            std::fs::write(p, j).with_context(|| format!("writing {}", p.display()))?;
+        }
+        None => print!("{}", cap::text(&e)),
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug, Clone, Deserialize)]
@@ -334,6 +512,8 @@ fn base_plan(common: &Common, scenario: Scenario, connections: usize) -> Result<
         hold: Duration::ZERO,
         keep_up: 0.99,
         stop_on_fail: true,
+        subscribers_on: Vec::new(),
+        publishers_on: Vec::new(),
         index: 0,
     })
 }
@@ -365,7 +545,25 @@ fn fanout_plan(common: &Common, f: &FanoutArgs) -> Result<Plan> {
     p.subscribers = f.subscribers;
     p.publishers = f.publishers;
     p.payload = f.payload;
+    p.subscribers_on = target_indexes("--subscribers-on", &f.subscribers_on, p.targets.len())?;
+    p.publishers_on = target_indexes("--publishers-on", &f.publishers_on, p.targets.len())?;
     Ok(p)
+}
+
+/// A list of target indexes, each below `targets` and none twice (a
+/// target listed twice would take twice the share, which is better said
+/// with more connections).
+fn target_indexes(flag: &str, list: &[usize], targets: usize) -> Result<Vec<usize>> {
+    if let Some(i) = list.iter().find(|&&i| i >= targets) {
+        bail!(
+            "{flag}: target index {i} is out of range: --target lists {targets} URL(s), indexes 0 to {}",
+            targets.saturating_sub(1)
+        );
+    }
+    if list.iter().enumerate().any(|(k, i)| list[..k].contains(i)) {
+        bail!("{flag}: each target index at most once");
+    }
+    Ok(list.to_vec())
 }
 
 fn chat_plan(common: &Common, c: &ChatArgs) -> Result<Plan> {
@@ -468,6 +666,7 @@ pub fn main() -> Result<()> {
             publishes,
             payload,
         } => return crate::ping::run(&target, clients, publishes, payload),
+        Cmd::Capacity(args) => return capacity(&args),
         Cmd::Compare { a, b } => {
             let ra = crate::compare::load_report(&a).map_err(anyhow::Error::msg)?;
             let rb = crate::compare::load_report(&b).map_err(anyhow::Error::msg)?;
@@ -494,6 +693,8 @@ pub fn main() -> Result<()> {
             o["rooms"] = json!(fanout.rooms);
             o["publishers"] = json!(fanout.publishers);
             o["payload"] = json!(fanout.payload);
+            o["subscribers_on"] = json!(fanout.subscribers_on);
+            o["publishers_on"] = json!(fanout.publishers_on);
             (common, p, "fanout", o)
         }
         Cmd::Chat { common, chat, rates } => {
@@ -674,7 +875,49 @@ pub fn summary(r: &Value) -> String {
         if let Some(m) = r["rate"]["max_sustained_deliveries_per_sec"].as_f64() {
             let _ = writeln!(s, "max sustained: {m:.0} deliveries/s");
         }
+        s += &locality_table(r, &steps);
     }
+    s
+}
+
+/// Same-node against cross-node deliveries, per step and over the run:
+/// printed when the run had several targets.
+fn locality_table(r: &Value, steps: &[Value]) -> String {
+    use std::fmt::Write as _;
+    let several = r["targets"].as_array().is_some_and(|t| t.len() > 1);
+    if !several || r["locality"].is_null() {
+        return String::new();
+    }
+    let lat = |v: &Value, k: &str| v.get(k).and_then(Value::as_u64).map_or("-".into(), fmt_us);
+    let side = |l: &Value| {
+        let n = |k: &str| l[k].as_u64().unwrap_or(0);
+        let lat_us = &l["latency_us"];
+        [
+            format!("{}/{}", n("delivered"), n("expected")),
+            lat(lat_us, "p50"),
+            lat(lat_us, "p99"),
+            lat(lat_us, "p999"),
+        ]
+    };
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "same node (subscriber on the publisher's target) vs cross node (on another target):"
+    );
+    let _ = writeln!(
+        s,
+        "{:<12} {:>16} {:>10} {:>10} {:>10} {:>16} {:>10} {:>10} {:>10}",
+        "step", "same delivered", "p50", "p99", "p99.9", "cross delivered", "p50", "p99", "p99.9"
+    );
+    let row = |name: &str, l: &Value| {
+        let [a, b, c, d] = side(&l["same_node"]);
+        let [e, f, g, h] = side(&l["cross_node"]);
+        format!("{name:<12} {a:>16} {b:>10} {c:>10} {d:>10} {e:>16} {f:>10} {g:>10} {h:>10}\n")
+    };
+    for st in steps {
+        s += &row(st["name"].as_str().unwrap_or(""), &st["locality"]);
+    }
+    s += &row("all steps", &r["locality"]);
     s
 }
 
@@ -820,6 +1063,109 @@ to = 0
         let ws = common(&["--target", "ws://127.0.0.1:1/ws"]);
         let e = connect_plan(&ws, 10, Duration::ZERO, Some(4)).unwrap_err().to_string();
         assert!(e.contains("sse://"), "{e}");
+    }
+
+    #[derive(Parser)]
+    struct WrapFanout {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        fanout: FanoutArgs,
+    }
+
+    fn fanout(args: &[&str]) -> Result<Plan> {
+        let w = WrapFanout::try_parse_from(std::iter::once("x").chain(args.iter().copied()))?;
+        fanout_plan(&w.common, &w.fanout)
+    }
+
+    #[test]
+    fn subscribers_and_publishers_go_where_the_flags_say() {
+        let two = "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws";
+        let p = fanout(&["--target", two, "--subscribers", "20", "--rooms", "2"]).unwrap();
+        assert_eq!(p.per_target(0..20), [10, 10], "round robin by default");
+        let p = fanout(&[
+            "--target",
+            two,
+            "--subscribers",
+            "20",
+            "--rooms",
+            "2",
+            "--publishers",
+            "3",
+            "--subscribers-on",
+            "1",
+            "--publishers-on",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(p.per_target(0..20), [0, 20]);
+        assert_eq!(p.per_target(20..23), [3, 0]);
+        assert_eq!(p.locality(0, 20), crate::plan::Locality::CrossNode);
+
+        let e = fanout(&["--target", two, "--publishers-on", "2"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--publishers-on: target index 2 is out of range"), "{e}");
+        assert!(e.contains("indexes 0 to 1"), "{e}");
+        let e = fanout(&["--subscribers-on", "1"]).unwrap_err().to_string();
+        assert!(e.contains("lists 1 URL(s)"), "{e}");
+        let e = fanout(&["--target", two, "--subscribers-on", "0,0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most once"), "{e}");
+        assert!(fanout(&["--target", two, "--subscribers-on", "x"]).is_err());
+    }
+
+    #[test]
+    fn scenario_files_take_the_placement_too() {
+        let dir = std::env::temp_dir().join(format!("lg-place-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.toml");
+        std::fs::write(
+            &path,
+            "scenario = \"fanout\"\n[fanout]\nsubscribers = 10\npublishers_on = [1]\n\
+             [[phase]]\nname = \"x\"\nduration = \"1s\"\nrate = 1\n",
+        )
+        .unwrap();
+        let c = common(&["--target", "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws"]);
+        let (plan, _) = file_plan(&path, &c).unwrap();
+        assert_eq!(plan.publishers_on, [1]);
+        assert_eq!(plan.target_of(10), 1);
+    }
+
+    #[test]
+    fn the_summary_splits_same_and_cross_node_with_several_targets() {
+        let side = |d: u64, p50: u64, p99: u64| {
+            json!({"expected": 100, "delivered": d, "lost": 100 - d,
+                   "latency_us": {"count": d, "p50": p50, "p99": p99, "p999": p99 + 1}})
+        };
+        let split = json!({"same_node": side(100, 400, 900), "cross_node": side(98, 1_500, 7_000)});
+        let mut report = json!({
+            "scenario": "fanout",
+            "targets": ["socketio://127.0.0.1:3101", "socketio://127.0.0.1:3102"],
+            "locality": split,
+            "rate": {"steps": [{"name": "200/s", "locality": split, "latency_us": {}}]}
+        });
+        let text = summary(&report);
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("200/s") && l.contains("98/100"))
+            .unwrap();
+        let cells: Vec<&str> = row.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(
+            cells,
+            [
+                "200/s", "100/100", "400 µs", "900 µs", "901 µs", "98/100", "1.50 ms", "7.00 ms", "7.00 ms"
+            ],
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("all steps") && l.contains("98/100")),
+            "{text}"
+        );
+        // One target: nothing to split.
+        report["targets"] = json!(["ws://127.0.0.1:1/ws"]);
+        assert!(!summary(&report).contains("cross node"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
         Row::text("scenario", a, b, &["scenario"]),
         Row::text("targets", a, b, &["targets"]),
     ];
-    let metrics: [(&str, &[&str], Fmt); 18] = [
+    let metrics: [(&str, &[&str], Fmt); 23] = [
         ("connections ok", &["connections", "ok"], fmt_num),
         ("connections failed", &["connections", "failed"], fmt_num),
         ("delivered", &["delivered"], fmt_num),
@@ -41,6 +41,20 @@ pub fn compare(a: &Value, b: &Value, a_name: &str, b_name: &str) -> String {
         ("latency p99", &["latency_us", "p99"], fmt_us),
         ("latency p99.9", &["latency_us", "p999"], fmt_us),
         ("latency max", &["latency_us", "max"], fmt_us),
+        // Several targets: subscribers on the publisher's node or another.
+        ("same-node p50", &["locality", "same_node", "latency_us", "p50"], fmt_us),
+        ("same-node p99", &["locality", "same_node", "latency_us", "p99"], fmt_us),
+        (
+            "cross-node p50",
+            &["locality", "cross_node", "latency_us", "p50"],
+            fmt_us,
+        ),
+        (
+            "cross-node p99",
+            &["locality", "cross_node", "latency_us", "p99"],
+            fmt_us,
+        ),
+        ("cross-node lost", &["locality", "cross_node", "lost"], fmt_num),
         ("ack latency p50", &["ack_latency_us", "p50"], fmt_us),
         ("ack latency p99", &["ack_latency_us", "p99"], fmt_us),
         ("target RSS", &["target", "rss_bytes"], fmt_bytes),

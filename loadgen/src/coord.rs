@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use crate::hist::Latency;
+use crate::locality::Split;
 use crate::plan::{Plan, Scenario};
 use crate::procstat;
 use crate::worker::{Command, Connected, Report, StepResult, Tick, Worker, unix_ns};
@@ -318,6 +319,7 @@ fn merge_steps(results: Vec<StepResult>) -> (StepResult, Latency) {
         for (k, v) in r.errors {
             *total.errors.entry(k).or_insert(0) += v;
         }
+        total.locality.merge(&r.locality);
         hist.merge(&Latency::from_pairs(&r.latency));
         send_lag.merge(&Latency::from_pairs(&r.send_lag));
         ack_latency.merge(&Latency::from_pairs(&r.ack_latency));
@@ -373,11 +375,13 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
     let (connected, steps, held, rss_after) = result?;
     let mut all = Latency::new();
     let mut all_acks = Latency::new();
+    let mut all_locality = Split::default();
     let mut totals = StepResult::default();
     let mut step_json = Vec::new();
     let mut max_sustained: Option<(f64, f64)> = None;
     for (i, (r, h, target_cpu, kept)) in steps.iter().enumerate() {
         all.merge(h);
+        all_locality.merge(&r.locality);
         let acks = Latency::from_pairs(&r.ack_latency);
         all_acks.merge(&acks);
         let step = &plan.steps[i];
@@ -422,6 +426,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
             "kept_up": kept,
             "target_cpu_us_per_delivery": per(*target_cpu),
             "loadgen_cpu_us_per_delivery": per(Some(r.cpu_secs)),
+            "locality": r.locality.json(false),
         }));
         totals.sent += r.sent;
         totals.expected += r.expected;
@@ -512,6 +517,10 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<Value> {
         "duplicated": totals.duplicated,
         "out_of_order": totals.out_of_order,
         "order_checked": order_checked,
+        // Same-node against cross-node deliveries (several targets); null
+        // for `connect`, which delivers nothing.
+        "locality": (plan.scenario != Scenario::Connect).then(|| all_locality.json(true)),
+        "placement": placement(plan),
         "rate": {
             "steps": step_json,
             "max_sustained_deliveries_per_sec": max_sustained.map(|(d, _)| round2(d)),
@@ -598,7 +607,7 @@ fn drive(
                 })?;
             }
             let results = c.gather(|r| match r {
-                Report::Step(x) => Some(x),
+                Report::Step(x) => Some(*x),
                 _ => None,
             })?;
             let cpu1 = procstat::targets_cpu(&opts.target_pids);
@@ -648,6 +657,21 @@ fn drive(
     }
     let rss_after = procstat::targets_rss(&opts.target_pids);
     Ok((connected, steps, held, rss_after))
+}
+
+/// How many connections the plan puts on each target (same order as
+/// `targets`): fanout's subscribers and publishers apart, other scenarios'
+/// connections together.
+fn placement(plan: &Plan) -> Value {
+    match plan.scenario {
+        Scenario::Fanout => json!({
+            "subscribers_per_target": plan.per_target(0..plan.subscribers),
+            "publishers_per_target": plan.per_target(plan.subscribers..plan.connections),
+        }),
+        Scenario::Connect | Scenario::Chat => json!({
+            "connections_per_target": plan.per_target(0..plan.connections),
+        }),
+    }
 }
 
 /// The target's CPU use over second `t`, from the samples at `t` and `t + 1`.

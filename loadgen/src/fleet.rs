@@ -158,12 +158,21 @@ impl Fleet {
         self.room_names.get(r as usize).map_or("", String::as_str)
     }
 
-    /// Starts connection number `global` (its target and source address
-    /// follow from the number, so workers spread the same way); `stream`:
-    /// an SSE stream of `rooms` rather than a WebSocket connection.
-    pub fn open(&mut self, global: usize, user: u64, rooms: Vec<u32>, due: Instant, stream: bool) -> usize {
+    /// Starts connection number `global` to `target` (an index into the
+    /// targets, which the plan chooses); its source address follows from
+    /// the number, so workers spread the same way. `stream`: an SSE stream
+    /// of `rooms` rather than a WebSocket connection.
+    pub fn open(
+        &mut self,
+        global: usize,
+        target: usize,
+        user: u64,
+        rooms: Vec<u32>,
+        due: Instant,
+        stream: bool,
+    ) -> usize {
         let i = self.conns.len();
-        let target = global % self.targets.len().max(1);
+        let target = target.min(self.targets.len().saturating_sub(1));
         let source = (!self.sources.is_empty()).then(|| self.sources[global % self.sources.len()]);
         let (sock, state) = match connect(self.targets[target].addr, source) {
             Ok(s) => (Some(s), State::Connecting),

@@ -8,9 +8,23 @@ use serde_json::{Value, json};
 /// minute is far beyond any step's drain window).
 const MAX_US: u64 = 60_000_000;
 
-/// A latency histogram in microseconds.
-#[derive(Clone, Debug)]
+/// A latency histogram in microseconds. Serialized as its `[value_us,
+/// count]` pairs (what workers send the coordinator).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(into = "Vec<(u64, u64)>", from = "Vec<(u64, u64)>")]
 pub struct Latency(Histogram<u64>);
+
+impl From<Latency> for Vec<(u64, u64)> {
+    fn from(h: Latency) -> Self {
+        h.to_pairs()
+    }
+}
+
+impl From<Vec<(u64, u64)>> for Latency {
+    fn from(pairs: Vec<(u64, u64)>) -> Self {
+        Latency::from_pairs(&pairs)
+    }
+}
 
 impl Default for Latency {
     fn default() -> Self {

@@ -24,6 +24,7 @@ pub fn html_report(report: &Value) -> String {
     page += &summary(report);
     page += "<h2>Rate steps</h2>\n";
     page += &steps(report);
+    page += &locality(report);
     page += "<h2>Charts</h2>\n";
     page += &charts(report);
     page += "</body></html>\n";
@@ -195,6 +196,64 @@ fn steps(r: &Value) -> String {
     out
 }
 
+/// Whether the report has a same-node / cross-node split worth showing: a
+/// run against several targets.
+fn has_locality(r: &Value) -> bool {
+    get(r, &["targets"])
+        .and_then(Value::as_array)
+        .is_some_and(|t| t.len() > 1)
+        && get(r, &["locality"]).is_some_and(Value::is_object)
+}
+
+/// Same-node against cross-node deliveries, per step and over the run
+/// (nothing for a run against one target).
+fn locality(r: &Value) -> String {
+    if !has_locality(r) {
+        return String::new();
+    }
+    let row = |name: String, l: Option<&Value>| {
+        let mut cells = vec![name];
+        for side in ["same_node", "cross_node"] {
+            let at = |path: &[&str]| l.and_then(|l| num(l, &[&[side][..], path].concat()));
+            let ratio = match (at(&["delivered"]), at(&["expected"])) {
+                (None, None) => None,
+                (d, e) => Some(format!("{} / {}", cell(d.map(fmt_num)), cell(e.map(fmt_num)))),
+            };
+            cells.push(cell(ratio));
+            for key in ["p50", "p99", "p999"] {
+                cells.push(cell(at(&["latency_us", key]).map(fmt_us)));
+            }
+        }
+        cells
+    };
+    let steps = get(r, &["rate", "steps"])
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|s| row(cell(text(s, &["name"])), get(s, &["locality"])))
+        .collect();
+    rows.push(row("all steps".to_owned(), get(r, &["locality"])));
+    let head = [
+        "step",
+        "same node: delivered / expected",
+        "p50",
+        "p99",
+        "p99.9",
+        "cross node: delivered / expected",
+        "p50",
+        "p99",
+        "p99.9",
+    ];
+    let mut out = String::from(
+        "<h2>Same node vs cross node</h2>\n<p>Same node: the subscriber was on its publisher's target. \
+         Cross node: on another target, so the message crossed the cluster.</p>\n",
+    );
+    out += &grid_table(&head, &rows);
+    out
+}
+
 /// A step's publish→ack median and p99 in one cell.
 fn ack_p50_p99(step: &Value) -> Option<String> {
     let p50 = num(step, &["ack_latency_us", "p50"])?;
@@ -206,11 +265,19 @@ fn charts(r: &Value) -> String {
     let us = Axis::log("latency", fmt_us);
     let secs = Axis::linear("time (s)", fmt_num);
     let pct = Axis::linear("percentile", percentile_label);
-    let spectrum = Series {
+    let mut spectra = vec![Series {
         name: "latency",
         points: percentile_points(get(r, &["latency_histogram"])),
-    };
-    let mut out = line_chart("Latency by percentile", &pct, &us, &[spectrum]);
+    }];
+    if has_locality(r) {
+        for (name, side) in [("same node", "same_node"), ("cross node", "cross_node")] {
+            spectra.push(Series {
+                name,
+                points: percentile_points(get(r, &["locality", side, "latency_histogram"])),
+            });
+        }
+    }
+    let mut out = line_chart("Latency by percentile", &pct, &us, &spectra);
 
     let rows = get(r, &["timeline"])
         .and_then(Value::as_array)
@@ -761,6 +828,37 @@ mod tests {
             assert!(html.contains(needle), "missing {needle:?}");
         }
         assert!(!html.contains("NaN") && !html.contains("inf"));
+    }
+
+    #[test]
+    fn several_targets_get_a_same_and_cross_node_table_and_spectra() {
+        let side = |d: u64, p99: u64, hist: Value| {
+            json!({"expected": 1000, "delivered": d, "lost": 1000 - d,
+                   "latency_us": {"count": d, "p50": 400, "p99": p99, "p999": p99 * 2},
+                   "latency_histogram": hist})
+        };
+        let mut r = full();
+        r["targets"] = json!(["ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws"]);
+        r["locality"] = json!({"same_node": side(1000, 900, json!([[400, 1000]])),
+                               "cross_node": side(990, 4_500, json!([[2000, 990]]))});
+        r["rate"]["steps"][0]["locality"] = r["locality"].clone();
+        let html = html_report(&r);
+        for needle in [
+            "<h2>Same node vs cross node</h2>",
+            "<th>cross node: delivered / expected</th>",
+            "<td class=\"n\">990 / 1,000</td>",
+            "<td class=\"n\">4.5 ms</td><td class=\"n\">9 ms</td>",
+            "<td class=\"n\">all steps</td>",
+            ">same node</text>",
+            ">cross node</text>",
+        ] {
+            assert!(html.contains(needle), "missing {needle:?}");
+        }
+        assert_eq!(html.matches("<svg").count(), 6, "same charts, more series");
+        // One target: no split shown.
+        r["targets"] = json!(["ws://127.0.0.1:1/ws"]);
+        let html = html_report(&r);
+        assert!(!html.contains("Same node vs cross node") && !html.contains(">cross node</text>"));
     }
 
     #[test]

@@ -9,10 +9,15 @@
 //!   ([`coord`]) that split the connections and merge their histograms.
 //! - Reports: a table on stdout, JSON with documented keys, HTML with
 //!   charts, and `compare` for two JSON reports (docs/LOADGEN.md).
+//! - Several targets (a cluster's nodes): deliveries split into same-node
+//!   and cross-node ([`locality`]).
+//! - `capacity`: what a workload needs, from measured reports
+//!   ([`capacity`], docs/CAPACITY.md).
 
 #![forbid(unsafe_code)]
 
 mod alarm;
+pub mod capacity;
 pub mod cli;
 pub mod compare;
 pub mod coord;
@@ -20,6 +25,7 @@ pub mod fleet;
 pub mod hist;
 pub mod html;
 pub mod inflight;
+pub mod locality;
 mod ping;
 pub mod plan;
 pub mod procstat;

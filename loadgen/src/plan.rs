@@ -54,13 +54,67 @@ pub struct Plan {
     /// Stop at the first step the target does not keep up with (rate steps);
     /// phases of a scenario file all run.
     pub stop_on_fail: bool,
+    /// Fanout: target indexes the subscribers are spread over (empty: all
+    /// targets). The k-th member of a room goes to entry `k mod len`, so
+    /// every room has members on every listed target.
+    #[serde(default)]
+    pub subscribers_on: Vec<usize>,
+    /// Fanout: target indexes the publishers are spread over (empty: all
+    /// targets); publisher p goes to entry `p mod len`.
+    #[serde(default)]
+    pub publishers_on: Vec<usize>,
     /// Worker index; set per worker.
     pub index: usize,
+}
+
+/// Where a delivery went, seen from its publisher: to a connection on the
+/// publisher's own target, or on another one (through the cluster).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Locality {
+    SameNode,
+    CrossNode,
 }
 
 impl Plan {
     pub fn is_mine(&self, g: usize) -> bool {
         g % self.workers.max(1) == self.index
+    }
+
+    /// Index into `targets` of the node connection `g` talks to:
+    /// - a fanout subscriber by its rank in its room (subscriber g is member
+    ///   g / rooms of room g mod rooms), round robin over `subscribers_on`
+    ///   (default: every target), so each room has members on every listed
+    ///   target whatever the number of rooms;
+    /// - fanout publisher p round robin over `publishers_on` (default: every
+    ///   target);
+    /// - connect and chat connections: g mod n.
+    pub fn target_of(&self, g: usize) -> usize {
+        let n = self.targets.len().max(1);
+        let pick = |list: &[usize], k: usize| if list.is_empty() { k % n } else { list[k % list.len()] };
+        match self.scenario {
+            Scenario::Fanout if g < self.subscribers => pick(&self.subscribers_on, g / self.rooms.max(1)),
+            Scenario::Fanout => pick(&self.publishers_on, g - self.subscribers),
+            Scenario::Connect | Scenario::Chat => g % n,
+        }
+    }
+
+    /// Whether a delivery from connection `publisher` to connection
+    /// `receiver` stayed on one node.
+    pub fn locality(&self, receiver: usize, publisher: usize) -> Locality {
+        if self.target_of(receiver) == self.target_of(publisher) {
+            Locality::SameNode
+        } else {
+            Locality::CrossNode
+        }
+    }
+
+    /// How many of connections `range` go to each target.
+    pub fn per_target(&self, range: std::ops::Range<usize>) -> Vec<usize> {
+        let mut n = vec![0; self.targets.len().max(1)];
+        for g in range {
+            n[self.target_of(g)] += 1;
+        }
+        n
     }
 
     /// Whether connection `g` is an SSE stream: on sse:// runs, every
@@ -170,6 +224,8 @@ pub(crate) fn test_plan(scenario: Scenario) -> Plan {
         hold: Duration::ZERO,
         keep_up: 0.99,
         stop_on_fail: true,
+        subscribers_on: Vec::new(),
+        publishers_on: Vec::new(),
         index: 0,
     }
 }
@@ -221,6 +277,76 @@ mod tests {
         c.targets = vec![Target::parse("ws://127.0.0.1:1").unwrap()];
         assert!(!c.is_stream(0));
         assert!(c.rooms_of(9).is_empty(), "held WebSocket connections join nothing");
+    }
+
+    fn targets(n: usize) -> Vec<Target> {
+        (0..n)
+            .map(|i| Target::parse(&format!("ws://127.0.0.1:{}/ws", 9000 + i)).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn fanout_spreads_every_room_over_the_subscriber_targets() {
+        // 10 rooms and 2 targets: by connection number, every room's
+        // members would sit on one target (g and g mod 10 have the same
+        // parity). By rank in the room, each room gets half on each.
+        let mut p = test_plan(Scenario::Fanout);
+        (p.rooms, p.subscribers, p.publishers, p.connections) = (10, 100, 4, 104);
+        p.targets = targets(2);
+        for room in 0..10 {
+            let on: Vec<usize> = (room..100).step_by(10).map(|g| p.target_of(g)).collect();
+            assert_eq!(on, [0, 1, 0, 1, 0, 1, 0, 1, 0, 1], "room {room}");
+        }
+        assert_eq!(p.per_target(0..100), [50, 50]);
+        // Publishers round robin over every target by default...
+        assert_eq!(p.per_target(100..104), [2, 2]);
+        // ... or only where --publishers-on says.
+        p.publishers_on = vec![1];
+        assert_eq!(p.per_target(100..104), [0, 4]);
+        assert!((100..104).all(|g| p.target_of(g) == 1));
+        // Subscribers on a chosen subset, in its order.
+        p.targets = targets(3);
+        p.subscribers_on = vec![2, 0];
+        assert_eq!(p.per_target(0..100), [50, 0, 50]);
+        assert_eq!((p.target_of(3), p.target_of(13), p.target_of(23)), (2, 0, 2));
+        // Uneven: 3 targets, rooms of 10 (4, 3, 3 per room).
+        p.subscribers_on.clear();
+        assert_eq!(p.per_target(0..100), [40, 30, 30]);
+    }
+
+    #[test]
+    fn locality_compares_the_receivers_target_with_the_publishers() {
+        let mut p = test_plan(Scenario::Fanout);
+        (p.rooms, p.subscribers, p.publishers, p.connections) = (2, 8, 1, 9);
+        p.targets = targets(2);
+        p.publishers_on = vec![0];
+        let publisher = 8;
+        // Room 0: subscribers 0, 2, 4, 6 on targets 0, 1, 0, 1.
+        let sides: Vec<Locality> = [0, 2, 4, 6].iter().map(|&g| p.locality(g, publisher)).collect();
+        use Locality::{CrossNode, SameNode};
+        assert_eq!(sides, [SameNode, CrossNode, SameNode, CrossNode]);
+        p.publishers_on = vec![1];
+        assert_eq!(p.locality(0, publisher), CrossNode);
+        assert_eq!(p.locality(2, publisher), SameNode);
+        // One target: everything is same-node.
+        p.targets = targets(1);
+        p.publishers_on.clear();
+        assert!((0..8).all(|g| p.locality(g, publisher) == SameNode));
+    }
+
+    #[test]
+    fn connect_and_chat_go_round_robin_by_connection_number() {
+        for scenario in [Scenario::Connect, Scenario::Chat] {
+            let mut p = test_plan(scenario);
+            p.targets = targets(3);
+            // Fanout's lists do not apply to them.
+            p.subscribers_on = vec![1];
+            let on: Vec<usize> = (0..7).map(|g| p.target_of(g)).collect();
+            assert_eq!(on, [0, 1, 2, 0, 1, 2, 0]);
+            assert_eq!(p.per_target(0..60), [20, 20, 20]);
+        }
+        // A plan with no target (unit tests) still answers.
+        assert_eq!(test_plan(Scenario::Fanout).target_of(5), 0);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fleet::{Ev, Fleet, State};
 use crate::hist::Latency;
+use crate::locality::{Locality, Split};
 use crate::plan::{Plan, Scenario};
 use crate::schedule::mix;
 use crate::target::Kind;
@@ -92,13 +93,18 @@ pub struct StepResult {
     /// Last second's median vs the step's second second (backlog check).
     pub first_p50_us: u64,
     pub last_p50_us: u64,
+    /// `expected`, `delivered` and `latency` again, split by whether the
+    /// receiver was on its publisher's target (several targets).
+    pub locality: Split,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Report {
     Connected(Connected),
     Tick(Tick),
-    Step(StepResult),
+    // Boxed: with its histograms a step result is several times the size
+    // of the other reports.
+    Step(Box<StepResult>),
     Held { alive: u64, dropped: BTreeMap<String, u64> },
     Fatal(String),
 }
@@ -132,6 +138,9 @@ pub struct Worker<E: FnMut(Report)> {
     members: Vec<Vec<u32>>,
     /// Per room: stable local members (deliveries expected per message).
     local_members: Vec<u32>,
+    /// Per room, per target: the same members by the target they are on
+    /// (how many of a message's deliveries stay on its publisher's node).
+    local_members_on: Vec<Vec<u32>>,
     room_seq: Vec<u64>,
     /// Messages scheduled in earlier steps (ids are global across steps).
     id_base: u64,
@@ -163,9 +172,12 @@ impl<E: FnMut(Report)> Worker<E> {
         )?;
         let members = plan.members();
         let mut local_members = vec![0u32; plan.rooms];
+        let mut local_members_on = vec![vec![0u32; plan.targets.len().max(1)]; plan.rooms];
         for g in (0..plan.connections).filter(|&g| plan.is_mine(g) && plan.is_stable(g)) {
+            let target = plan.target_of(g);
             for r in plan.rooms_of(g) {
                 local_members[r as usize] += 1;
+                local_members_on[r as usize][target] += 1;
             }
         }
         Ok(Self {
@@ -176,6 +188,7 @@ impl<E: FnMut(Report)> Worker<E> {
             globals: Vec::new(),
             members,
             local_members,
+            local_members_on,
             id_base: 0,
             run_start_ns: unix_ns(),
             tick: Tick::default(),
@@ -194,7 +207,7 @@ impl<E: FnMut(Report)> Worker<E> {
             }
             Command::Step { index, start_unix_ns } => {
                 let r = self.step(index, start_unix_ns)?;
-                (self.emit)(Report::Step(r));
+                (self.emit)(Report::Step(Box::new(r)));
             }
             Command::Hold => {
                 let until = Instant::now() + self.plan.hold;
@@ -242,7 +255,9 @@ impl<E: FnMut(Report)> Worker<E> {
             while next < mine.len() && due(mine[next]) <= now && self.fleet.in_progress() < self.plan.connect_window {
                 let g = mine[next];
                 let rooms = self.plan.rooms_of(g);
-                self.fleet.open(g, g as u64, rooms, due(g), self.plan.is_stream(g));
+                let target = self.plan.target_of(g);
+                self.fleet
+                    .open(g, target, g as u64, rooms, due(g), self.plan.is_stream(g));
                 self.globals.push(g);
                 next += 1;
             }
@@ -315,11 +330,19 @@ impl<E: FnMut(Report)> Worker<E> {
                 let seq = self.room_seq[room as usize];
                 self.room_seq[room as usize] += 1;
                 let mut expect = u64::from(self.local_members[room as usize]);
+                let mut same_node = self.local_members_on[room as usize]
+                    .get(self.plan.target_of(publisher))
+                    .copied()
+                    .map_or(0, u64::from);
                 let local_pub = self.plan.is_mine(publisher);
                 if local_pub && self.plan.scenario == Scenario::Chat {
-                    expect = expect.saturating_sub(1); // its own echo is not counted
+                    // Its own echo is not counted.
+                    expect = expect.saturating_sub(1);
+                    same_node = same_node.saturating_sub(1);
                 }
                 r.expected += expect;
+                r.locality.expect(Locality::SameNode, same_node);
+                r.locality.expect(Locality::CrossNode, expect.saturating_sub(same_node));
                 if !local_pub {
                     continue;
                 }
@@ -440,12 +463,8 @@ impl<E: FnMut(Report)> Worker<E> {
                     if !self.plan.is_stable(g) {
                         continue;
                     }
-                    if self.plan.scenario == Scenario::Chat
-                        && self
-                            .plan
-                            .publisher_of(stamp.id, &self.members)
-                            .is_some_and(|(_, p)| p == g)
-                    {
+                    let publisher = self.plan.publisher_of(stamp.id, &self.members).map(|(_, p)| p);
+                    if self.plan.scenario == Scenario::Chat && publisher == Some(g) {
                         continue;
                     }
                     // Order: the target's offset when it assigns one; else
@@ -472,6 +491,10 @@ impl<E: FnMut(Report)> Worker<E> {
                     self.tick.delivered += 1;
                     let us = recv_unix_ns.saturating_sub(stamp.sched_unix_ns) / 1000;
                     hist.record(us);
+                    // A message always has a publisher; were it to lack
+                    // one, it still counts on one side, so the sides add up.
+                    let at = publisher.map_or(Locality::SameNode, |p| self.plan.locality(g, p));
+                    r.locality.deliver(at, us);
                     self.tick_hist.record(us);
                     if let Some(s) = second.as_mut() {
                         s.record(us);

@@ -113,6 +113,101 @@ fn fanout_counts_add_up_and_nothing_is_lost_on_loopback() {
     node.shutdown();
 }
 
+/// Two targets that are one node (two names for it): every delivery
+/// arrives, and the report splits them by whether the subscriber's target
+/// was its publisher's. Against a cluster the same run tells cross-node
+/// latency from same-node latency.
+#[test]
+fn fanout_over_two_targets_splits_same_and_cross_node_deliveries() {
+    let node = node();
+    let port = node.addr.port();
+    let targets = format!("ws://127.0.0.1:{port}/ws,ws://localhost:{port}/ws");
+    let r = loadgen(
+        &[
+            "fanout",
+            "--target",
+            &targets,
+            "--workers",
+            "2",
+            "--subscribers",
+            "40",
+            "--rooms",
+            "4",
+            "--publishers",
+            "2",
+            "--publishers-on",
+            "1",
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+        ],
+        "two-targets",
+    );
+    assert_consistent(&r);
+    assert_eq!(u(&r["lost"]), 0);
+    assert_eq!(r["placement"]["subscribers_per_target"], serde_json::json!([20, 20]));
+    assert_eq!(r["placement"]["publishers_per_target"], serde_json::json!([0, 2]));
+    // Rooms of 10, dealt 5 and 5 over the two targets; every publisher on
+    // target 1: half of each message's deliveries stay on its node.
+    let s = &r["rate"]["steps"][0];
+    for l in [&r["locality"], &s["locality"]] {
+        let (same, cross) = (&l["same_node"], &l["cross_node"]);
+        assert_eq!(u(&same["expected"]), 200 * 5, "{l}");
+        assert_eq!(u(&cross["expected"]), 200 * 5, "{l}");
+        assert_eq!(u(&same["delivered"]), 1000);
+        assert_eq!(u(&cross["delivered"]), 1000);
+        assert_eq!(u(&same["lost"]) + u(&cross["lost"]), 0);
+        assert_eq!(u(&same["latency_us"]["count"]), 1000, "one latency per delivery");
+        assert_eq!(u(&cross["latency_us"]["count"]), 1000);
+        for side in [same, cross] {
+            let p = |k: &str| u(&side["latency_us"][k]);
+            assert!(0 < p("p50") && p("p50") <= p("p99") && p("p99") <= p("p999"), "{side}");
+        }
+    }
+    let hist: u64 = r["locality"]["cross_node"]["latency_histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| u(&pair[1]))
+        .sum();
+    assert_eq!(hist, 1000, "the run keeps each side's histogram");
+
+    // Chat over the same two targets: users alternate, and the split adds
+    // up to the whole.
+    let r = loadgen(
+        &[
+            "chat",
+            "--target",
+            &targets,
+            "--users",
+            "20",
+            "--rooms",
+            "2",
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--churn-users",
+            "0",
+        ],
+        "two-targets-chat",
+    );
+    assert_consistent(&r);
+    let l = &r["locality"];
+    assert_eq!(
+        u(&l["same_node"]["expected"]) + u(&l["cross_node"]["expected"]),
+        u(&r["expected"])
+    );
+    assert_eq!(
+        u(&l["same_node"]["delivered"]) + u(&l["cross_node"]["delivered"]),
+        u(&r["delivered"])
+    );
+    assert!(u(&l["cross_node"]["delivered"]) > 0 && u(&l["same_node"]["delivered"]) > 0);
+    assert_eq!(r["placement"]["connections_per_target"], serde_json::json!([10, 10]));
+    node.shutdown();
+}
+
 #[test]
 fn connect_holds_every_connection_and_measures_the_target() {
     let node = node();

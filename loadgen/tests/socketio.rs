@@ -24,31 +24,135 @@ fn peer_dir() -> PathBuf {
 }
 
 fn start_server() -> (Server, u16) {
+    start_server_with(&[])
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The reference server with extra environment (`REDIS_URL`).
+fn start_server_with(env: &[(&str, &str)]) -> (Server, u16) {
     let dir = peer_dir();
     assert!(
         dir.join("node_modules/socket.io").is_dir(),
         "the Socket.IO reference server is not installed: run scripts/test, or `npm ci --prefix {}`",
         dir.display()
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = Command::new("node")
         .arg("server.js")
         .current_dir(&dir)
         .env("PORT", port.to_string())
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .spawn()
         .expect("node (Node.js 20) is installed");
     let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "reference server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port, "reference server");
     (server, port)
+}
+
+/// `fanout` over two Socket.IO processes, rooms of 10 dealt 5 and 5 over
+/// them, both publishers on the first.
+fn two_node_fanout(a: u16, b: u16, name: &str) -> serde_json::Value {
+    let targets = format!("socketio://127.0.0.1:{a},socketio://127.0.0.1:{b}");
+    loadgen(
+        &[
+            "fanout",
+            "--target",
+            &targets,
+            "--subscribers",
+            "40",
+            "--rooms",
+            "4",
+            "--publishers",
+            "2",
+            "--publishers-on",
+            "0",
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--drain",
+            "500ms",
+            "--keep-up",
+            "0",
+        ],
+        name,
+    )
+}
+
+/// Two processes that share nothing: what a subscriber on the other one
+/// should have had is counted as lost, and only there.
+#[test]
+fn without_a_bus_every_cross_node_delivery_is_lost() {
+    let (_a, a) = start_server();
+    let (_b, b) = start_server();
+    let r = two_node_fanout(a, b, "sio-no-bus");
+    let (same, cross) = (&r["locality"]["same_node"], &r["locality"]["cross_node"]);
+    assert_eq!((u(&same["expected"]), u(&same["delivered"])), (500, 500), "{same}");
+    assert_eq!((u(&cross["expected"]), u(&cross["lost"])), (500, 500), "{cross}");
+    assert!(cross["latency_us"].is_null());
+    assert_eq!(u(&r["lost"]), 500);
+}
+
+/// Two processes sharing rooms through @socket.io/redis-streams-adapter
+/// (`REDIS_URL`): every subscriber gets every message of its room, and the
+/// report times the two halves apart. Needs `redis-server`; says so and
+/// passes without it.
+#[test]
+fn through_redis_streams_cross_node_deliveries_arrive() {
+    if Command::new("redis-server").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+        return;
+    }
+    let port = free_port();
+    // Dropped last, after the two servers that use it.
+    let _redis = Server(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port, "redis-server");
+    let url = format!("redis://127.0.0.1:{port}");
+    let (_a, a) = start_server_with(&[("REDIS_URL", &url)]);
+    let (_b, b) = start_server_with(&[("REDIS_URL", &url)]);
+    let r = two_node_fanout(a, b, "sio-redis");
+    assert_eq!(u(&r["lost"]), 0, "{}", r["rate"]["steps"][0]["errors"]);
+    for side in ["same_node", "cross_node"] {
+        let s = &r["locality"][side];
+        assert_eq!((u(&s["expected"]), u(&s["delivered"])), (500, 500), "{side}: {s}");
+        assert_eq!(u(&s["latency_us"]["count"]), 500);
+    }
+    assert_eq!(
+        u(&r["out_of_order"]),
+        0,
+        "one publisher per room: in order across nodes too"
+    );
 }
 
 #[test]

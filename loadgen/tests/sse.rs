@@ -68,6 +68,41 @@ fn fanout_over_sse_delivers_every_message_to_every_stream_of_its_room() {
     node.shutdown();
 }
 
+/// Streams spread over two targets (one node under two names), WebSocket
+/// publishers on the second: the report splits the deliveries by target.
+#[test]
+fn fanout_over_two_sse_targets_splits_same_and_cross_node() {
+    let node = node();
+    let port = node.addr.port();
+    let targets = format!("sse://127.0.0.1:{port},sse://localhost:{port}");
+    let r = loadgen(
+        &[
+            "fanout",
+            "--target",
+            &targets,
+            "--subscribers",
+            "20",
+            "--rooms",
+            "2",
+            "--publishers-on",
+            "1",
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+        ],
+        "sse-two-targets",
+    );
+    assert_eq!(u(&r["connections"]["ok"]), 21, "{}", r["connections"]);
+    assert_eq!(u(&r["lost"]), 0);
+    let l = &r["locality"];
+    assert_eq!(u(&l["same_node"]["expected"]), 100 * 5);
+    assert_eq!(u(&l["cross_node"]["expected"]), 100 * 5);
+    assert_eq!(u(&l["same_node"]["latency_us"]["count"]), 500);
+    assert_eq!(u(&l["cross_node"]["latency_us"]["count"]), 500);
+    node.shutdown();
+}
+
 #[test]
 fn connect_holds_sse_streams_and_measures_the_node() {
     let node = node();
