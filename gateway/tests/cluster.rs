@@ -723,3 +723,79 @@ async fn presence_and_rooms_come_back_after_redis_loses_its_data() {
     .await;
     assert_eq!((d.epoch, d.offset), (at.epoch, at.offset));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_beyond_the_stream_is_read_from_durable_storage() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = cluster_node(&redis, "d1", StorageBackend::Embedded(dir.path().join("store"))).await;
+    // The stream keeps about the newest 1,000 (MAXLEN ~): the oldest
+    // hundreds are only in storage once persisted.
+    const N: u64 = 1_500;
+    for k in 1..=N {
+        let body = format!(r#"{{"room":"chat:deep","data":"{k}"}}"#);
+        let (s, _) = http(n1.addr, "POST", "/api/publish", Some(API_KEY), Some(&body)).await;
+        assert_eq!(s, 200);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while metric_value(n1.addr, "herald_redis_persisted_total").await < N {
+        assert!(tokio::time::Instant::now() < deadline, "persisted in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut conn = redis.conn().await;
+    let first: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("herald:{chat:deep}:s")
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let oldest_in_stream: u64 = first[0].0.split('-').next().unwrap().parse().unwrap();
+    assert!(
+        oldest_in_stream > 200,
+        "the stream was trimmed (oldest {oldest_in_stream})"
+    );
+    let (s, page) = http(
+        n1.addr,
+        "GET",
+        "/api/history/chat:deep?before=200&limit=50",
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{page}");
+    let offsets: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (150..200).collect::<Vec<_>>());
+    let data: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(data.first(), Some(&"150"));
+    assert!(metric_value(n1.addr, "herald_redis_storage_reads_total").await >= 1);
+    // A page that straddles the stream's start is whole and in order.
+    let before = oldest_in_stream + 10;
+    let (_, page) = http(
+        n1.addr,
+        "GET",
+        &format!("/api/history/chat:deep?before={before}&limit=40"),
+        Some(API_KEY),
+        None,
+    )
+    .await;
+    let offsets: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (before - 40..before).collect::<Vec<_>>());
+}
