@@ -1,6 +1,7 @@
-//! Where a room's owner is. On a single node every room is owned by one
-//! shard, chosen by a stable hash of its name; a cluster adds owners on
-//! other nodes (`Remote`) without the callers changing.
+//! Where a room's owner is: one shard of this node, chosen by a stable hash
+//! of its name. In a cluster every node still has its own owner of each
+//! room it serves; what makes them agree is the room's log in Redis, which
+//! sequences every publish (`crate::cluster`), so placement stays local.
 
 /// The owner of a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
