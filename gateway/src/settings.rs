@@ -775,8 +775,47 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_is_joined_with_redis_urls_and_a_node_id() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "h.toml",
+                "node_id = \"n7\"\nredis = \"redis://10.0.0.1:6379, redis://10.0.0.2:6379/1\"\n\
+                 [cluster]\npresence_ttl = \"30s\"\n[namespaces.local]\ncluster = false",
+            )?;
+            let n = load(&figment(Some(Path::new("h.toml")), &Settings::default()))?.node;
+            let c = n.cluster.clone().expect("a cluster");
+            assert_eq!(c.redis, vec!["redis://10.0.0.1:6379", "redis://10.0.0.2:6379/1"]);
+            assert_eq!(c.presence_ttl, Duration::from_secs(30));
+            assert_eq!(c.queue, ClusterConfig::new(vec![]).queue);
+            assert!(!n.namespace("local:x").cluster);
+            assert!(n.namespace("chat:x").cluster);
+            // The environment names the same setting.
+            jail.set_env("HERALD_REDIS", "redis://10.0.0.3:6379");
+            let n = load(&figment(Some(Path::new("h.toml")), &Settings::default()))?.node;
+            assert_eq!(n.cluster.expect("a cluster").redis, vec!["redis://10.0.0.3:6379"]);
+            Ok(())
+        });
+        Jail::expect_with(|_| {
+            let n = load(&figment(None, &Settings::default()))?.node;
+            assert!(n.cluster.is_none(), "no redis, no cluster");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn bad_settings_are_explained() {
-        let cases: [(&str, &str); 19] = [
+        let cases: [(&str, &str); 24] = [
+            ("redis = \"redis://127.0.0.1:6379\"", "needs its own node_id"),
+            ("node_id = \"n1\"\nredis = \"http://x\"", "not a redis:// URL"),
+            ("[cluster]\npresence_ttl = \"5s\"", "need redis"),
+            (
+                "node_id = \"n1\"\nredis = \"redis://a\"\n[cluster]\npresence_ttl = \"10ms\"",
+                "at least 1s",
+            ),
+            (
+                "node_id = \"n1\"\nredis = \"redis://a\"\n[cluster]\nqueue = 0",
+                "cluster.queue",
+            ),
             ("[storage]\nbackend = \"postgres://x\"", "scylla://"),
             ("[storage]\nsync = \"sometimes\"", "interval:10ms"),
             ("[storage]\nsync = \"interval:0ms\"", "more than 0"),

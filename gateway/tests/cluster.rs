@@ -799,3 +799,59 @@ async fn history_beyond_the_stream_is_read_from_durable_storage() {
         .collect();
     assert_eq!(offsets, (before - 40..before).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_several_redis_instances() {
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    let urls = vec![a.url(), b.url()];
+    let mut nodes = Vec::new();
+    for id in ["m1", "m2"] {
+        let mut cluster = ClusterConfig::new(urls.clone());
+        cluster.presence_ttl = Duration::from_secs(2);
+        let node = node_with(NodeConfig {
+            node_id: id.into(),
+            cluster: Some(cluster),
+            ..api_config()
+        });
+        wait_ready(node.addr).await;
+        nodes.push(node);
+    }
+    let rooms: Vec<String> = (0..8).map(|i| format!("chat:spread{i}")).collect();
+    let (reader, mut events) = client(&nodes[1].url(), "reader").await;
+    for room in &rooms {
+        reader.subscribe(room, SubscribeOptions::default()).await.unwrap();
+    }
+    for room in &rooms {
+        let body = format!(r#"{{"room":"{room}","data":"x"}}"#);
+        let (s, j) = http(nodes[0].addr, "POST", "/api/publish", Some(API_KEY), Some(&body)).await;
+        assert_eq!((s, j["offset"].as_u64()), (200, Some(1)), "{room}");
+    }
+    let mut got = HashSet::new();
+    while got.len() < rooms.len() {
+        let d = next_matching(&mut events, |ev| match ev {
+            ClientEvent::Message(d) => Some(d),
+            _ => None,
+        })
+        .await;
+        got.insert(d.room);
+    }
+    // Each room's keys live on exactly one instance, and both are used.
+    let mut per_instance = [0; 2];
+    for room in &rooms {
+        let mut on = 0;
+        for (i, server) in [&a, &b].into_iter().enumerate() {
+            let mut conn = server.conn().await;
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(format!("herald:{{{room}}}:s"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if exists {
+                per_instance[i] += 1;
+                on += 1;
+            }
+        }
+        assert_eq!(on, 1, "{room} on one instance");
+    }
+    assert!(per_instance.iter().all(|&n| n > 0), "{per_instance:?}");
+}
