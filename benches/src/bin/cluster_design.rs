@@ -1,4 +1,4 @@
-//! `cluster_design`: measures two designs for room-aware cross-node fan-out
+//! `cluster_design`: measures three designs for room-aware cross-node fan-out
 //! over Redis Streams, so that Herald keeps the better one on evidence.
 //!
 //! The tool plays `--nodes N` gateway nodes (one reader task and one Redis
@@ -8,7 +8,7 @@
 //! mod N), so F = 1 is "a room lives on one node" and F = N is "every node
 //! has a subscriber in every room".
 //!
-//! Designs (the scripts are [`SCRIPT_A`] and [`SCRIPT_B`]):
+//! Designs (the scripts are [`SCRIPT_A`], [`SCRIPT_B`] and [`SCRIPT_C`]):
 //! - **A, per-room streams.** A publish is one `EVALSHA`: `HINCRBY
 //!   herald:{room}:o offset 1`, then `XADD herald:{room}:s MAXLEN ~ M
 //!   <offset>-0 payload <bytes>`. A node reads every room it follows with one
@@ -19,8 +19,29 @@
 //!   room <room> offset <offset> payload <bytes>`. A node reads (one blocking
 //!   `XREAD`) the partitions that hold at least one room it follows, and
 //!   drops entries of rooms it does not follow (counted as `unneeded`).
+//! - **C, per-room streams + partition notices** (the gateway's design:
+//!   `notify` in `gateway/src/cluster/lua/common.lua`, `read_loop` and
+//!   `read_rooms` in `gateway/src/cluster/bridge.rs`). A publish is A's
+//!   script followed by the gateway's `notify`, copied verbatim: `XADD
+//!   herald:n:<p> MAXLEN ~ 100000 * r <room>`, p = FNV-1a 64 of the room
+//!   name mod 64 (computed in Lua; a node checks every notice it gets
+//!   against the Rust value). A node first takes the head of each notice
+//!   partition of its rooms (one `XREVRANGE + - COUNT 1` pipeline) and
+//!   reads every room it follows once; then it loops: one `XREAD COUNT
+//!   2048 [BLOCK ms] STREAMS <its notice partitions> <cursors>` (blocking
+//!   only when no room is known to wait), and for the followed rooms named
+//!   in the notices ONE non-blocking `XREAD COUNT 512 STREAMS <those
+//!   rooms> <their last IDs>` per 1,000 rooms. Notices of rooms it does
+//!   not follow share its partitions: they are read and dropped (counted
+//!   as `unneeded_notices`, apart from room entries). A partition read that
+//!   returns the full COUNT marks every followed room of the partition; a
+//!   room read that returns its full COUNT is read again without blocking.
+//!   Only the steady state is measured: the start-up reads happen before
+//!   the window and are not in the node counters.
 //!
-//! Both scripts touch keys of one hash slot only (`{room}` / `{p}` tags).
+//! Every script touches keys of one hash slot only (`{room}` / `{p}`
+//! tags), except C's notice key, which the gateway's script also writes
+//! undeclared (one Redis instance per room set; no Redis Cluster).
 //!
 //! One measured run: `FLUSHALL`, load the scripts, start the readers, wait
 //! until every reading node is blocked in `XREAD`, snapshot `INFO stats cpu
@@ -49,25 +70,42 @@
 //!   (the exact RESP2 length of each reply, recomputed from the parsed
 //!   value; `reply_bytes_accounted_pct` compares their sum with Redis's own
 //!   output counter), entries received, entries of rooms it follows, and
-//!   entries (and their RESP bytes) of rooms it does NOT follow. For design
-//!   A the last must be 0: that is the check that a node with no subscriber
-//!   in a room pays nothing for the room's traffic.
+//!   entries (and their RESP bytes) of rooms it does NOT follow. For designs
+//!   A and C the last must be 0: that is the check that a node with no
+//!   subscriber in a room gets none of the room's entries. C's notices are
+//!   counted apart: all notices, those of rooms the node does not follow and
+//!   their RESP bytes, and the notice reads that named no followed room.
+//!
+//! What C leaves out of the gateway: the gateway's publish script does more
+//! work around the same two XADDs (room meta and epoch, idempotency,
+//! persistence) and its entries carry more fields; here every design has
+//! the same minimal script body and entry, so the differences are the
+//! designs'. The gateway's reader blocks 2,000 ms; here every design uses
+//! `--block-ms`.
 //!
 //! Subcommands:
-//! - `fanout` (default): `--design a|b|both`, `--followers 1,3` (a list:
-//!   one run per value and design).
+//! - `fanout` (default): `--design a,b,c` (a list), `--followers 1,3` (a
+//!   list: one run per value and design, designs side by side).
 //! - `xread-growth`: one node following `--followed 10,100,1000,10000`
-//!   rooms at a low rate, both designs, plus one publish-only run per design
-//!   (no reader) as the baseline; `cpu_us_per_xread` = (Redis CPU − baseline
-//!   CPU per publish × publishes) / XREAD calls, i.e. what one XREAD round
-//!   (parse, look up every key, block on every key, unblock, reply) costs.
+//!   rooms at a low rate, every design, plus one publish-only run per design
+//!   (no reader) as the baseline; `xread_round.cpu_us` = (Redis CPU −
+//!   baseline CPU per publish × publishes) / rounds, i.e. what one read
+//!   round costs Redis. A round is one blocking-type XREAD (A: over the
+//!   rooms, B: over the partitions; parse, look up every key, block on
+//!   every key, unblock, reply); for C it is one notice XREAD plus the room
+//!   XREAD that follows it. `xread_round.reader_cpu_us_per_publish` is the
+//!   same excess per publish.
 //!
 //! `--json FILE` writes `{tool, redis_version, idle_cpu_us_per_s, mode,
 //! runs: [...]}`; each run has its configuration, `publishes`,
 //! `per_publish {client_cmds, total_cmds, xread, net_in_bytes,
-//! net_out_bytes, redis_cpu_us, unneeded_entries, unneeded_bytes}`,
+//! net_out_bytes, redis_cpu_us, unneeded_entries, unneeded_bytes, notices,
+//! notice_bytes, unneeded_notices, unneeded_notice_bytes, room_xread,
+//! idle_wakeups, evalsha_usec, xread_usec}` (`idle_wakeups`: C's notice
+//! reads that named no followed room, i.e. wake-ups caused only by rooms
+//! the node does not follow; `*_usec`: `commandstats` time),
 //! `commands {name: {calls, usec}}`, `latency_us {p50, p99, p999, max}`,
-//! `publish_lag_us`, `nodes [...]`, and `complete` (every node got every
+//! `publish_lag_us`, `node_reports [...]`, and `complete` (every node got every
 //! entry before `--drain-timeout`).
 //!
 //! The server must be dedicated to the tool: it runs `FLUSHALL` before every
@@ -76,7 +114,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,6 +145,34 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'room', ARGV[1], 'offse
 return off
 ";
 
+/// Design C: A's script, then the gateway's `notify` (verbatim from
+/// `gateway/src/cluster/lua/common.lua`). KEYS = [offset hash, stream
+/// `herald:{room}:s`]; ARGV = [maxlen, payload].
+const SCRIPT_C: &str = r"
+local NOTICE_PARTITIONS = 64
+local function notify(stream)
+  local room = string.sub(stream, 9, -4)
+  local h = 2216829733
+  for i = 1, #room do
+    h = bit.bxor(h, string.byte(room, i)) % 4294967296
+    h = (h * 435) % 4294967296
+  end
+  redis.call('XADD', 'herald:n:' .. (h % NOTICE_PARTITIONS), 'MAXLEN', '~', '100000', '*', 'r', room)
+end
+local off = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], off .. '-0', 'payload', ARGV[2])
+notify(KEYS[2])
+return off
+";
+
+/// Design C: notice partitions (`NOTICE_PARTITIONS` in the gateway's Lua).
+const NOTICE_PARTITIONS: u32 = 64;
+/// Design C: notices one partition read takes at most (gateway `NOTICE_COUNT`).
+const NOTICE_COUNT: usize = 2_048;
+/// Design C: rooms one non-blocking room read covers at most (gateway
+/// `ROOMS_PER_READ`).
+const ROOMS_PER_READ: usize = 1_000;
+
 /// The commands clients send inside the measured window.
 const CLIENT_COMMANDS: [&str; 2] = ["evalsha", "xread"];
 /// Every command the window may hold: the clients' and the scripts'.
@@ -118,7 +184,7 @@ const MAX_ROOMS: u32 = 100_000;
 const MAX_NODES: usize = 64;
 
 #[derive(Parser, Debug)]
-#[command(about = "Per-room vs partition Redis Streams for cross-node fan-out")]
+#[command(about = "Per-room streams, partition streams, or both with notices: cross-node fan-out")]
 struct Cli {
     /// Redis URL of a server dedicated to this tool (it is FLUSHALLed).
     #[arg(long)]
@@ -139,7 +205,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Mode {
-    /// N nodes, R rooms, each followed by F nodes; both designs.
+    /// N nodes, R rooms, each followed by F nodes; every design.
     Fanout(FanoutArgs),
     /// One node following 10 .. 10,000 rooms: the cost of one XREAD round.
     XreadGrowth(GrowthArgs),
@@ -147,9 +213,9 @@ enum Mode {
 
 #[derive(Args, Debug, Clone)]
 struct Common {
-    /// Which design(s) to run.
-    #[arg(long, value_enum, default_value_t = DesignSel::Both)]
-    design: DesignSel,
+    /// Designs to run, in this order for each configuration.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "a,b,c")]
+    design: Vec<Design>,
     /// Payload bytes per publish (the first 8 carry the send time).
     #[arg(long, default_value_t = 64)]
     payload: usize,
@@ -160,10 +226,11 @@ struct Common {
     /// Design B partition count.
     #[arg(long, default_value_t = 64)]
     partitions: u32,
-    /// XREAD COUNT.
+    /// XREAD COUNT (A and B; C's room reads).
     #[arg(long, default_value_t = 512)]
     count: u32,
-    /// XREAD BLOCK in milliseconds.
+    /// XREAD BLOCK in milliseconds (every design; the gateway's C reader
+    /// uses 2,000, which only changes how often an idle node times out).
     #[arg(long, default_value_t = 1000)]
     block_ms: u64,
     /// Unanswered publishes allowed on the publisher's connection.
@@ -218,28 +285,13 @@ struct GrowthArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum DesignSel {
-    A,
-    B,
-    Both,
-}
-
-impl DesignSel {
-    fn designs(self) -> Vec<Design> {
-        match self {
-            Self::A => vec![Design::A],
-            Self::B => vec![Design::B],
-            Self::Both => vec![Design::A, Design::B],
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Design {
     /// Per-room streams.
     A,
     /// Partition streams.
     B,
+    /// Per-room streams + partition notices.
+    C,
 }
 
 impl Design {
@@ -247,6 +299,7 @@ impl Design {
         match self {
             Self::A => "A per-room",
             Self::B => "B partition",
+            Self::C => "C room+notice",
         }
     }
 }
@@ -265,11 +318,12 @@ struct RunConfig {
     common: Common,
 }
 
-/// The sha1 of both scripts, loaded once per run (after FLUSHALL).
+/// The sha1 of every script, loaded once per run (after FLUSHALL).
 #[derive(Clone, Debug)]
 struct Shas {
     a: String,
     b: String,
+    c: String,
 }
 
 fn main() -> ExitCode {
@@ -369,6 +423,7 @@ impl FanoutArgs {
 }
 
 fn check_common(c: &Common) -> Result<()> {
+    ensure!(!c.design.is_empty(), "--design needs at least one value");
     ensure!((8..=1 << 20).contains(&c.payload), "--payload must be 8..=1 MiB");
     ensure!((1..=4096).contains(&c.partitions), "--partitions must be 1..=4096");
     ensure!((1..=100_000).contains(&c.count), "--count must be 1..=100000");
@@ -399,7 +454,7 @@ fn fanout_configs(args: &FanoutArgs) -> Result<Vec<RunConfig>> {
     let mut runs = Vec::new();
     for &followers in &args.followers {
         ensure!((1..=args.nodes).contains(&followers), "--followers must be 1..=--nodes");
-        for design in args.common.design.designs() {
+        for &design in &args.common.design {
             runs.push(RunConfig {
                 design,
                 nodes: args.nodes,
@@ -420,7 +475,7 @@ fn growth_configs(args: &GrowthArgs) -> Result<Vec<RunConfig>> {
     let publishes = publishes_for(args.rate, args.duration, MAX_PUBLISHES)?;
     ensure!(!args.followed.is_empty(), "--followed needs at least one value");
     let mut runs = Vec::new();
-    for design in args.common.design.designs() {
+    for &design in &args.common.design {
         let base = RunConfig {
             design,
             nodes: 1,
@@ -460,7 +515,10 @@ async fn connect(client: &Client, timeout: Option<Duration>) -> Result<Multiplex
 
 struct Layout {
     names: Vec<String>,
+    /// Design B: room index → partition (FNV-1a 32).
     partition: Vec<u32>,
+    /// Design C: room index → notice partition (FNV-1a 64, as the gateway).
+    notice: Vec<u32>,
     /// `followed_by[node]`: rooms the node has local subscribers in.
     followed_by: Vec<Vec<u32>>,
 }
@@ -469,6 +527,7 @@ impl Layout {
     fn new(rooms: u32, nodes: usize, followers: usize, partitions: u32) -> Self {
         let names: Vec<String> = (0..rooms).map(|i| format!("room-{i}")).collect();
         let partition = names.iter().map(|n| fnv1a(n.as_bytes()) % partitions).collect();
+        let notice = names.iter().map(|n| notice_partition(n.as_bytes())).collect();
         let mut followed_by = vec![Vec::new(); nodes];
         for room in 0..rooms {
             for j in 0..followers {
@@ -478,6 +537,7 @@ impl Layout {
         Self {
             names,
             partition,
+            notice,
             followed_by,
         }
     }
@@ -491,6 +551,27 @@ fn fnv1a(bytes: &[u8]) -> u32 {
         h = h.wrapping_mul(0x0100_0193);
     }
     h
+}
+
+/// FNV-1a, 64 bits (the gateway's `cluster::redis::fnv1a`).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Design C: the notice partition of a room (the gateway's
+/// `notice_partition`; `notify` in Lua computes the same).
+fn notice_partition(room: &[u8]) -> u32 {
+    // The remainder is below 64.
+    u32::try_from(fnv1a64(room) % u64::from(NOTICE_PARTITIONS)).unwrap_or(0)
+}
+
+fn notice_key(p: u32) -> String {
+    format!("herald:n:{p}")
 }
 
 fn room_key(name: &str) -> String {
@@ -597,14 +678,19 @@ async fn blocked_clients(conn: &mut MultiplexedConnection) -> Result<u64> {
 struct NodePlan {
     node: usize,
     design: Design,
-    /// Stream keys in XREAD order.
+    /// Stream keys of the blocking XREAD, in order (C: notice partitions).
     keys: Vec<String>,
-    /// Design A: key index → room index.
+    /// Design A: key index → room index. Design C: key index → notice
+    /// partition.
     key_room: Vec<u32>,
     /// Rooms followed, by index.
     follows: Vec<bool>,
-    /// Design B: room name → room index.
+    /// Designs B and C: room name → room index.
     room_index: HashMap<Vec<u8>, u32>,
+    /// Design C: room index → notice partition, for every room.
+    notice: Vec<u32>,
+    /// Design C: room index → stream key, for every room.
+    room_keys: Vec<String>,
 }
 
 /// Counters a node updates as it reads; the publisher side watches `entries`.
@@ -618,15 +704,67 @@ struct NodeReport {
     node: usize,
     followed_rooms: usize,
     keys: usize,
+    /// Every XREAD (C: notice reads + room reads).
     xread_calls: u64,
     xread_timeouts: u64,
     request_bytes: u64,
     reply_bytes: u64,
+    /// Stream entries carrying a message (C: room entries, not notices).
     entries: u64,
     wanted: u64,
     unneeded: u64,
     unneeded_bytes: u64,
     latency: Histogram<u64>,
+    /// Design C: notice reads, their request and reply bytes.
+    notice_calls: u64,
+    notice_request_bytes: u64,
+    notice_reply_bytes: u64,
+    /// Design C: notices received, those of rooms the node does not follow,
+    /// and the RESP bytes of the latter (each `[id, [r, room]]`).
+    notices: u64,
+    unneeded_notices: u64,
+    unneeded_notice_bytes: u64,
+    /// Design C: notice reads that returned notices, none of a followed
+    /// room: wake-ups caused only by rooms the node does not follow.
+    idle_wakeups: u64,
+    /// Design C: room reads, the rooms they asked for, how many of those
+    /// came back empty (already read by an earlier round), and the bytes.
+    room_calls: u64,
+    room_keys_asked: u64,
+    room_keys_empty: u64,
+    room_request_bytes: u64,
+    room_reply_bytes: u64,
+}
+
+impl NodeReport {
+    fn new(plan: &NodePlan) -> Result<Self> {
+        Ok(Self {
+            node: plan.node,
+            followed_rooms: plan.follows.iter().filter(|&&f| f).count(),
+            keys: plan.keys.len(),
+            xread_calls: 0,
+            xread_timeouts: 0,
+            request_bytes: 0,
+            reply_bytes: 0,
+            entries: 0,
+            wanted: 0,
+            unneeded: 0,
+            unneeded_bytes: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
+            notice_calls: 0,
+            notice_request_bytes: 0,
+            notice_reply_bytes: 0,
+            notices: 0,
+            unneeded_notices: 0,
+            unneeded_notice_bytes: 0,
+            idle_wakeups: 0,
+            room_calls: 0,
+            room_keys_asked: 0,
+            room_keys_empty: 0,
+            room_request_bytes: 0,
+            room_reply_bytes: 0,
+        })
+    }
 }
 
 fn plan_nodes(layout: &Layout, cfg: &RunConfig) -> Vec<NodePlan> {
@@ -644,19 +782,32 @@ fn plan_nodes(layout: &Layout, cfg: &RunConfig) -> Vec<NodePlan> {
                     mine.clone(),
                 ),
                 Design::B => {
-                    let parts: std::collections::BTreeSet<u32> =
-                        mine.iter().map(|&r| layout.partition[r as usize]).collect();
+                    let parts: BTreeSet<u32> = mine.iter().map(|&r| layout.partition[r as usize]).collect();
                     (parts.into_iter().map(partition_key).collect(), Vec::new())
+                }
+                Design::C => {
+                    let parts: BTreeSet<u32> = mine.iter().map(|&r| layout.notice[r as usize]).collect();
+                    (
+                        parts.iter().map(|&p| notice_key(p)).collect(),
+                        parts.into_iter().collect(),
+                    )
                 }
             };
             let room_index = match cfg.design {
                 Design::A => HashMap::new(),
-                Design::B => layout
+                Design::B | Design::C => layout
                     .names
                     .iter()
                     .enumerate()
                     .map(|(i, n)| (n.as_bytes().to_vec(), u32::try_from(i).unwrap_or(u32::MAX)))
                     .collect(),
+            };
+            let (notice, room_keys) = match cfg.design {
+                Design::C => (
+                    layout.notice.clone(),
+                    layout.names.iter().map(|n| room_key(n)).collect(),
+                ),
+                Design::A | Design::B => (Vec::new(), Vec::new()),
             };
             NodePlan {
                 node,
@@ -665,17 +816,20 @@ fn plan_nodes(layout: &Layout, cfg: &RunConfig) -> Vec<NodePlan> {
                 key_room,
                 follows,
                 room_index,
+                notice,
+                room_keys,
             }
         })
         .collect()
 }
 
 /// Entries `node` will receive, given the publishes per room: those of its
-/// rooms (A), or those of every room in its partitions (B).
+/// rooms (A, C; C's notices are not entries), or those of every room in its
+/// partitions (B).
 fn expected_entries(design: Design, layout: &Layout, node: usize, per_room: &[u64]) -> u64 {
     let mine = &layout.followed_by[node];
     match design {
-        Design::A => mine.iter().map(|&r| per_room[r as usize]).sum(),
+        Design::A | Design::C => mine.iter().map(|&r| per_room[r as usize]).sum(),
         Design::B => {
             let parts: HashSet<u32> = mine.iter().map(|&r| layout.partition[r as usize]).collect();
             layout
@@ -697,6 +851,9 @@ async fn node_loop(
     stop: Arc<AtomicBool>,
     base: Instant,
 ) -> Result<NodeReport> {
+    if plan.design == Design::C {
+        return node_loop_c(conn, plan, common, counters, stop, base).await;
+    }
     let mut ids: Vec<String> = vec!["0-0".to_owned(); plan.keys.len()];
     let key_index: HashMap<Vec<u8>, usize> = plan
         .keys
@@ -704,20 +861,7 @@ async fn node_loop(
         .enumerate()
         .map(|(i, k)| (k.as_bytes().to_vec(), i))
         .collect();
-    let mut report = NodeReport {
-        node: plan.node,
-        followed_rooms: plan.follows.iter().filter(|&&f| f).count(),
-        keys: plan.keys.len(),
-        xread_calls: 0,
-        xread_timeouts: 0,
-        request_bytes: 0,
-        reply_bytes: 0,
-        entries: 0,
-        wanted: 0,
-        unneeded: 0,
-        unneeded_bytes: 0,
-        latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
-    };
+    let mut report = NodeReport::new(&plan)?;
     let count = common.count.to_string();
     let block = common.block_ms.to_string();
     while !stop.load(Relaxed) {
@@ -755,22 +899,10 @@ async fn node_loop(
                 got += 1;
                 let room = match plan.design {
                     Design::A => Some(plan.key_room[k]),
-                    Design::B => field(fields, b"room").and_then(|n| plan.room_index.get(n).copied()),
+                    Design::B | Design::C => field(fields, b"room").and_then(|n| plan.room_index.get(n).copied()),
                 };
                 let followed = room.is_some_and(|r| plan.follows[r as usize]);
-                if followed {
-                    report.wanted += 1;
-                    if let Some(p) = field(fields, b"payload")
-                        && let Some(head) = p.first_chunk::<8>()
-                    {
-                        let sent = u64::from_le_bytes(*head);
-                        let us = now_ns.saturating_sub(sent) / 1000;
-                        report.latency.saturating_record(us.max(1));
-                    }
-                } else {
-                    report.unneeded += 1;
-                    report.unneeded_bytes += resp2_len(entry);
-                }
+                count_entry(&mut report, followed, entry, fields, now_ns);
                 ids[k].clear();
                 ids[k].push_str(id);
             }
@@ -779,6 +911,262 @@ async fn node_loop(
         counters.entries.fetch_add(got, Relaxed);
     }
     Ok(report)
+}
+
+/// Counts one message entry: its latency if the node follows its room, its
+/// bytes as unneeded if not.
+fn count_entry(report: &mut NodeReport, followed: bool, entry: &Value, fields: &[Value], now_ns: u64) {
+    if followed {
+        report.wanted += 1;
+        if let Some(p) = field(fields, b"payload")
+            && let Some(head) = p.first_chunk::<8>()
+        {
+            let sent = u64::from_le_bytes(*head);
+            let us = now_ns.saturating_sub(sent) / 1000;
+            report.latency.saturating_record(us.max(1));
+        }
+    } else {
+        report.unneeded += 1;
+        report.unneeded_bytes += resp2_len(entry);
+    }
+}
+
+/// The `[[key, entries], ...]` pairs of an XREAD reply (empty on `Nil`).
+fn stream_pairs(reply: Value) -> Result<Vec<(Vec<u8>, Vec<Value>)>> {
+    let Value::Array(streams) = reply else {
+        return Ok(Vec::new());
+    };
+    streams
+        .into_iter()
+        .map(|stream| {
+            let Value::Array(mut pair) = stream else {
+                bail!("XREAD: stream is not [key, entries]");
+            };
+            ensure!(pair.len() == 2, "XREAD: stream is not [key, entries]");
+            let entries = pair.pop();
+            let key = pair.pop();
+            let (Some(Value::BulkString(key)), Some(Value::Array(entries))) = (key, entries) else {
+                bail!("XREAD: unexpected stream shape");
+            };
+            Ok((key, entries))
+        })
+        .collect()
+}
+
+/// Design C, as the gateway's `read_loop`: block on the notice partitions
+/// of the followed rooms, then read only the followed rooms they name.
+async fn node_loop_c(
+    mut conn: MultiplexedConnection,
+    plan: NodePlan,
+    common: Common,
+    counters: Arc<NodeCounters>,
+    stop: Arc<AtomicBool>,
+    base: Instant,
+) -> Result<NodeReport> {
+    let mut report = NodeReport::new(&plan)?;
+    let followed: Vec<u32> = (0..plan.follows.len())
+        .filter(|&r| plan.follows[r])
+        .map(u32::try_from)
+        .collect::<Result<_, _>>()?;
+    // Followed rooms by notice partition (a full partition read marks them all).
+    let mut partition_rooms: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &r in &followed {
+        partition_rooms.entry(plan.notice[r as usize]).or_default().push(r);
+    }
+    let key_partition: HashMap<Vec<u8>, usize> = plan
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.as_bytes().to_vec(), i))
+        .collect();
+    let key_room: HashMap<Vec<u8>, u32> = followed
+        .iter()
+        .map(|&r| (plan.room_keys[r as usize].as_bytes().to_vec(), r))
+        .collect();
+    // Where each room is read from (followed rooms only).
+    let mut last: Vec<String> = vec!["0-0".to_owned(); plan.follows.len()];
+
+    // Start-up, as after a (re)connection: cursors at the partitions'
+    // heads first, then every followed room read once.
+    let mut pipe = redis::pipe();
+    for k in &plan.keys {
+        pipe.cmd("XREVRANGE").arg(k).arg("+").arg("-").arg("COUNT").arg(1);
+    }
+    let heads: Vec<Value> = if plan.keys.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(&mut conn).await?
+    };
+    let mut cursors: Vec<String> = heads.iter().map(head_id).collect::<Result<_>>()?;
+    let mut dirty: BTreeSet<u32> = followed.iter().copied().collect();
+    while !dirty.is_empty() {
+        dirty = read_rooms_c(
+            &mut conn,
+            &plan,
+            &common,
+            &key_room,
+            dirty,
+            &mut last,
+            &mut report,
+            base,
+        )
+        .await?;
+    }
+    // The steady state starts here: the start-up reads are not counted.
+    let mut report = NodeReport::new(&plan)?;
+    let notice_count = NOTICE_COUNT.to_string();
+    let block = common.block_ms.to_string();
+    while !stop.load(Relaxed) {
+        if !dirty.is_empty() {
+            let before = report.entries;
+            dirty = read_rooms_c(
+                &mut conn,
+                &plan,
+                &common,
+                &key_room,
+                dirty,
+                &mut last,
+                &mut report,
+                base,
+            )
+            .await?;
+            counters.entries.fetch_add(report.entries - before, Relaxed);
+        }
+        if plan.keys.is_empty() {
+            break;
+        }
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(&notice_count);
+        // Block only when nothing is known to wait.
+        if dirty.is_empty() {
+            cmd.arg("BLOCK").arg(&block);
+        }
+        cmd.arg("STREAMS");
+        for k in &plan.keys {
+            cmd.arg(k);
+        }
+        for id in &cursors {
+            cmd.arg(id);
+        }
+        let len = command_len(&cmd);
+        report.request_bytes += len;
+        report.notice_request_bytes += len;
+        report.xread_calls += 1;
+        report.notice_calls += 1;
+        let reply: Value = cmd.query_async(&mut conn).await?;
+        let len = resp2_len(&reply);
+        report.reply_bytes += len;
+        report.notice_reply_bytes += len;
+        if reply == Value::Nil {
+            report.xread_timeouts += 1;
+            continue;
+        }
+        let was_dirty = dirty.len();
+        let mut full = false;
+        for (key, entries) in stream_pairs(reply)? {
+            let k = *key_partition
+                .get(&key)
+                .context("XREAD: a notice key the node did not ask for")?;
+            let p = plan.key_room[k];
+            for entry in &entries {
+                let (id, fields) = split_entry(entry)?;
+                report.notices += 1;
+                cursors[k].clear();
+                cursors[k].push_str(id);
+                let room = field(fields, b"r")
+                    .and_then(|n| plan.room_index.get(n).copied())
+                    .context("a notice names no known room")?;
+                ensure!(
+                    plan.notice[room as usize] == p,
+                    "the notice of room {room} is in partition {p}, Rust computes {}",
+                    plan.notice[room as usize]
+                );
+                if plan.follows[room as usize] {
+                    dirty.insert(room);
+                } else {
+                    report.unneeded_notices += 1;
+                    report.unneeded_notice_bytes += resp2_len(entry);
+                }
+            }
+            if entries.len() >= NOTICE_COUNT {
+                // More notices wait: the next round does not block.
+                full = true;
+                dirty.extend(partition_rooms.get(&p).into_iter().flatten().copied());
+            }
+        }
+        if was_dirty == 0 && dirty.is_empty() && !full {
+            report.idle_wakeups += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// The ID of the one entry an `XREVRANGE + - COUNT 1` returned, `0-0` for
+/// an empty stream (the gateway's `notice_heads`).
+fn head_id(reply: &Value) -> Result<String> {
+    let top = match reply {
+        Value::Array(items) => items.first().map(split_entry).transpose()?,
+        _ => None,
+    };
+    Ok(top.map_or("0-0", |(id, _)| id).to_owned())
+}
+
+/// Design C, as the gateway's `read_rooms`: reads `rooms` from their last
+/// IDs (non-blocking, at most [`ROOMS_PER_READ`] rooms per XREAD) and
+/// returns the rooms that have more entries waiting.
+#[allow(clippy::too_many_arguments)]
+async fn read_rooms_c(
+    conn: &mut MultiplexedConnection,
+    plan: &NodePlan,
+    common: &Common,
+    key_room: &HashMap<Vec<u8>, u32>,
+    rooms: BTreeSet<u32>,
+    last: &mut [String],
+    report: &mut NodeReport,
+    base: Instant,
+) -> Result<BTreeSet<u32>> {
+    let mut more = BTreeSet::new();
+    let asked: Vec<u32> = rooms.into_iter().collect();
+    let count = common.count.to_string();
+    for chunk in asked.chunks(ROOMS_PER_READ) {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(&count).arg("STREAMS");
+        for &r in chunk {
+            cmd.arg(&plan.room_keys[r as usize]);
+        }
+        for &r in chunk {
+            cmd.arg(&last[r as usize]);
+        }
+        let len = command_len(&cmd);
+        report.request_bytes += len;
+        report.room_request_bytes += len;
+        report.xread_calls += 1;
+        report.room_calls += 1;
+        report.room_keys_asked += len_u64(chunk.len());
+        let reply: Value = cmd.query_async(conn).await?;
+        let now_ns = nanos_since(base);
+        let len = resp2_len(&reply);
+        report.reply_bytes += len;
+        report.room_reply_bytes += len;
+        let streams = stream_pairs(reply)?;
+        report.room_keys_empty += len_u64(chunk.len() - streams.len());
+        for (key, entries) in streams {
+            let room = *key_room
+                .get(&key)
+                .context("XREAD: a room key the node did not ask for")?;
+            report.entries += len_u64(entries.len());
+            for entry in &entries {
+                let (id, fields) = split_entry(entry)?;
+                count_entry(report, plan.follows[room as usize], entry, fields, now_ns);
+                last[room as usize].clear();
+                last[room as usize].push_str(id);
+            }
+            if entries.len() >= common.count as usize {
+                more.insert(room);
+            }
+        }
+    }
+    Ok(more)
 }
 
 /// `[id, [f1, v1, ...]]` → (id, fields).
@@ -861,6 +1249,11 @@ async fn measure(client: &Client, admin: &mut MultiplexedConnection, cfg: &RunCo
         b: redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(SCRIPT_B)
+            .query_async(admin)
+            .await?,
+        c: redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(SCRIPT_C)
             .query_async(admin)
             .await?,
     };
@@ -1006,6 +1399,10 @@ async fn publish(
                 let (o, s) = &a_keys[room];
                 cmd.arg(&shas.a).arg(2).arg(o).arg(s).arg(&maxlen_a).arg(payload);
             }
+            Design::C => {
+                let (o, s) = &a_keys[room];
+                cmd.arg(&shas.c).arg(2).arg(o).arg(s).arg(&maxlen_a).arg(payload);
+            }
             Design::B => {
                 let (o, s) = &b_keys[layout.partition[room] as usize];
                 cmd.arg(&shas.b)
@@ -1110,10 +1507,12 @@ fn report(
     // Admin, publisher and one connection per node: anything else is another
     // client on the server, whose traffic the counters would include.
     let own_clients = 2 + len_u64(nodes.len());
+    // C's script adds the notice too.
+    let xadds = if cfg.design == Design::C { 2 } else { 1 } * published.count;
     let clean = foreign.is_empty()
         && s1.connected_clients == own_clients
         && s2.connected_clients == own_clients
-        && s2.cmds.get("xadd").map_or(0, |c| c.0) - s1.cmds.get("xadd").map_or(0, |c| c.0) == published.count;
+        && s2.cmds.get("xadd").map_or(0, |c| c.0) - s1.cmds.get("xadd").map_or(0, |c| c.0) == xadds;
     if !clean {
         eprintln!(
             "warning: foreign traffic on the server (clients {} / {}, own {own_clients}, other commands {foreign:?}); this run is not clean",
@@ -1131,6 +1530,17 @@ fn report(
         }
     }
     let unneeded: u64 = nodes.iter().map(|x| x.unneeded).sum();
+    let notices: u64 = nodes.iter().map(|x| x.notices).sum();
+    let notice_bytes: u64 = nodes.iter().map(|x| x.notice_reply_bytes).sum();
+    let unneeded_notices: u64 = nodes.iter().map(|x| x.unneeded_notices).sum();
+    let unneeded_notice_bytes: u64 = nodes.iter().map(|x| x.unneeded_notice_bytes).sum();
+    let room_calls: u64 = nodes.iter().map(|x| x.room_calls).sum();
+    let idle_wakeups: u64 = nodes.iter().map(|x| x.idle_wakeups).sum();
+    let usec_of = |name: &str| {
+        let (_, u1) = s2.cmds.get(name).copied().unwrap_or((0, 0));
+        let (_, u0) = s1.cmds.get(name).copied().unwrap_or((0, 0));
+        (u1 - u0) as f64
+    };
     let unneeded_bytes: u64 = nodes.iter().map(|x| x.unneeded_bytes).sum();
     let reply_bytes: u64 = nodes.iter().map(|x| x.reply_bytes).sum();
     let xread_client: u64 = nodes.iter().map(|x| x.xread_calls).sum();
@@ -1140,9 +1550,11 @@ fn report(
         .iter()
         .map(|&k| (1..=k).map(|o| 3 + decimal_len(o)).sum::<u64>())
         .sum();
-    let (b_parts, b_rooms): (usize, usize) = {
-        let parts: HashSet<u32> = layout.partition.iter().copied().collect();
-        (parts.len(), layout.names.len())
+    let rooms = layout.names.len();
+    let parts_used = match cfg.design {
+        Design::A => 0,
+        Design::B => layout.partition.iter().copied().collect::<HashSet<u32>>().len(),
+        Design::C => layout.notice.iter().copied().collect::<HashSet<u32>>().len(),
     };
     let node_json: Vec<Json> = nodes
         .iter()
@@ -1162,6 +1574,18 @@ fn report(
                 "xread_calls": x.xread_calls,
                 "xread_timeouts": x.xread_timeouts,
                 "latency_us": percentiles(&x.latency),
+                "notice_xread_calls": x.notice_calls,
+                "notice_request_bytes": x.notice_request_bytes,
+                "notice_reply_bytes": x.notice_reply_bytes,
+                "notices": x.notices,
+                "unneeded_notices": x.unneeded_notices,
+                "unneeded_notice_bytes": x.unneeded_notice_bytes,
+                "idle_wakeups": x.idle_wakeups,
+                "room_xread_calls": x.room_calls,
+                "room_keys_asked": x.room_keys_asked,
+                "room_keys_empty": x.room_keys_empty,
+                "room_request_bytes": x.room_request_bytes,
+                "room_reply_bytes": x.room_reply_bytes,
             })
         })
         .collect();
@@ -1171,9 +1595,17 @@ fn report(
         "nodes": cfg.nodes,
         "rooms": cfg.rooms,
         "followers": cfg.followers,
-        "partitions": cfg.common.partitions,
-        "partitions_used": if cfg.design == Design::B { b_parts } else { 0 },
-        "streams": if cfg.design == Design::A { b_rooms } else { b_parts },
+        "partitions": match cfg.design {
+            Design::A => 0,
+            Design::B => cfg.common.partitions,
+            Design::C => NOTICE_PARTITIONS,
+        },
+        "partitions_used": parts_used,
+        "streams": match cfg.design {
+            Design::A => rooms,
+            Design::B => parts_used,
+            Design::C => rooms + parts_used,
+        },
         "rate": cfg.rate,
         "payload": cfg.common.payload,
         "count": cfg.common.count,
@@ -1195,6 +1627,16 @@ fn report(
             "redis_cpu_us": cpu_us / n,
             "unneeded_entries": unneeded as f64 / n,
             "unneeded_bytes": unneeded_bytes as f64 / n,
+            "notices": notices as f64 / n,
+            "notice_bytes": notice_bytes as f64 / n,
+            "unneeded_notices": unneeded_notices as f64 / n,
+            "unneeded_notice_bytes": unneeded_notice_bytes as f64 / n,
+            "room_xread": room_calls as f64 / n,
+            "idle_wakeups": idle_wakeups as f64 / n,
+            // Redis's own time in the command (wall, `commandstats` usec):
+            // the publish script with what it calls, and every XREAD.
+            "evalsha_usec": usec_of("evalsha") / n,
+            "xread_usec": usec_of("xread") / n,
         },
         "totals": {
             "net_in_bytes": net_in,
@@ -1202,6 +1644,7 @@ fn report(
             "redis_cpu_us": cpu_us,
             "xread_calls_server": xread_server,
             "xread_calls_client": xread_client,
+            "room_xread_calls_client": room_calls,
             "xread_reply_bytes_client": reply_bytes,
             "evalsha_reply_bytes_client": evalsha_reply_bytes,
             "reply_bytes_accounted_pct": if net_out > 0 {
@@ -1238,14 +1681,22 @@ fn add_xread_round_cost(results: &mut [Json]) {
         let pubs = r["publishes"].as_f64().unwrap_or(0.0);
         let cpu = r["totals"]["redis_cpu_us"].as_f64().unwrap_or(0.0);
         let calls = r["totals"]["xread_calls_server"].as_f64().unwrap_or(0.0);
+        // C's room reads never block, so every one completed in the window:
+        // the rest of the server's XREAD calls are the blocking-type rounds.
+        let room_calls = r["totals"]["room_xread_calls_client"].as_f64().unwrap_or(0.0);
+        let rounds = calls - room_calls;
         let xread_usec = r["commands"]["xread"]["usec"].as_f64().unwrap_or(0.0);
         let req = r["node_reports"][0]["request_bytes"].as_f64().unwrap_or(0.0);
-        let client_calls = r["node_reports"][0]["xread_calls"].as_f64().unwrap_or(0.0);
-        if calls > 0.0 {
+        let client_rounds = r["node_reports"][0]["xread_calls"].as_f64().unwrap_or(0.0)
+            - r["node_reports"][0]["room_xread_calls"].as_f64().unwrap_or(0.0);
+        if rounds > 0.0 {
             r["xread_round"] = json!({
-                "cpu_us": (cpu - b * pubs) / calls,
+                "rounds": rounds,
+                "cpu_us": (cpu - b * pubs) / rounds,
+                "reader_cpu_us_per_publish": (cpu - b * pubs) / pubs,
                 "commandstats_usec_per_call": xread_usec / calls,
-                "request_bytes": if client_calls > 0.0 { req / client_calls } else { 0.0 },
+                "commandstats_usec_per_round": xread_usec / rounds,
+                "request_bytes": if client_rounds > 0.0 { req / client_rounds } else { 0.0 },
                 "baseline_cpu_us_per_publish": b,
             });
         }
@@ -1274,17 +1725,26 @@ fn cell(v: &Json) -> String {
     if v.is_null() { "-".to_owned() } else { v.to_string() }
 }
 
+/// A design-C-only figure: `-` for the designs without notices.
+fn c_only(r: &Json, v: &Json) -> String {
+    if r["design"] == json!(Design::C.name()) {
+        f(v)
+    } else {
+        "-".to_owned()
+    }
+}
+
 fn print_markdown(mode: &str, results: &[Json]) {
     println!("### {mode}\n");
     if mode == "fanout" {
         println!(
-            "| design | nodes | rooms | followers | publishes | rate/s | client cmds/pub | total cmds/pub | XREAD/pub | net in B/pub | net out B/pub | Redis CPU µs/pub | p50 µs | p99 µs | unneeded entries/pub | unneeded B/pub | complete, clean |"
+            "| design | nodes | rooms | followers | publishes | rate/s | client cmds/pub | total cmds/pub | XREAD/pub | net in B/pub | net out B/pub | Redis CPU µs/pub | p50 µs | p99 µs | unneeded entries/pub | unneeded B/pub | notices/pub | unneeded notices/pub | unneeded notice B/pub | complete, clean |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for r in results {
             let p = &r["per_publish"];
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r["design"].as_str().unwrap_or_default(),
                 r["nodes"],
                 r["rooms"],
@@ -1301,18 +1761,56 @@ fn print_markdown(mode: &str, results: &[Json]) {
                 cell(&r["latency_us"]["p99"]),
                 f(&p["unneeded_entries"]),
                 f(&p["unneeded_bytes"]),
+                c_only(r, &p["notices"]),
+                c_only(r, &p["unneeded_notices"]),
+                c_only(r, &p["unneeded_notice_bytes"]),
                 ok(r),
+            );
+        }
+        println!("\nWhere Redis spends it (commandstats usec per publish):\n");
+        println!(
+            "| design | nodes | followers | publish script (evalsha) µs/pub | XREAD µs/pub | XREAD/pub | C: room XREAD/pub | C: wake-ups for unfollowed rooms only /pub |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+        for r in results {
+            let p = &r["per_publish"];
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                r["design"].as_str().unwrap_or_default(),
+                r["nodes"],
+                r["followers"],
+                f(&p["evalsha_usec"]),
+                f(&p["xread_usec"]),
+                f(&p["xread"]),
+                c_only(r, &p["room_xread"]),
+                c_only(r, &p["idle_wakeups"]),
             );
         }
         println!("\nPer node:\n");
         println!(
-            "| design | followers | node | followed rooms | XREAD keys | entries | of followed rooms | of rooms NOT followed | bytes received | bytes of rooms NOT followed | XREAD calls | XREAD request bytes | p50 µs | p99 µs |"
+            "| design | followers | node | followed rooms | XREAD keys | entries | of followed rooms | of rooms NOT followed | bytes received | bytes of rooms NOT followed | notices | notices of rooms NOT followed | their bytes | XREAD calls (C: notice + room) | XREAD request bytes | p50 µs | p99 µs |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in results {
+            let is_c = r["design"] == json!(Design::C.name());
             for x in r["node_reports"].as_array().into_iter().flatten() {
+                let (notices, unneeded, bytes, calls) = if is_c {
+                    (
+                        x["notices"].to_string(),
+                        x["unneeded_notices"].to_string(),
+                        x["unneeded_notice_bytes"].to_string(),
+                        format!("{} + {}", x["notice_xread_calls"], x["room_xread_calls"]),
+                    )
+                } else {
+                    (
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        "-".to_owned(),
+                        x["xread_calls"].to_string(),
+                    )
+                };
                 println!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     r["design"].as_str().unwrap_or_default(),
                     r["followers"],
                     x["node"],
@@ -1323,7 +1821,10 @@ fn print_markdown(mode: &str, results: &[Json]) {
                     x["unneeded"],
                     x["reply_bytes"],
                     x["unneeded_bytes"],
-                    x["xread_calls"],
+                    notices,
+                    unneeded,
+                    bytes,
+                    calls,
                     x["request_bytes"],
                     cell(&x["latency_us"]["p50"]),
                     cell(&x["latency_us"]["p99"]),
@@ -1332,15 +1833,19 @@ fn print_markdown(mode: &str, results: &[Json]) {
         }
     } else {
         println!(
-            "| design | followed rooms | XREAD keys | publishes | XREAD calls | XREAD/pub | XREAD request B/call | net in B/pub | net out B/pub | Redis CPU µs/pub | Redis CPU µs per XREAD round | xread usec/call (commandstats) | p50 µs | p99 µs | complete, clean |"
+            "| design | followed rooms | XREAD keys | publishes | XREAD calls | XREAD/pub | rounds/pub | XREAD request B/round | net in B/pub | net out B/pub | Redis CPU µs/pub | reader Redis CPU µs/pub (over baseline) | Redis CPU µs per round | xread usec/round (commandstats) | p50 µs | p99 µs | complete, clean |"
         );
-        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for r in results {
             let p = &r["per_publish"];
             let x = &r["xread_round"];
             let readers = r["readers"] == json!(true);
+            let rounds_per_pub = match (x["rounds"].as_f64(), r["publishes"].as_f64()) {
+                (Some(k), Some(n)) if n > 0.0 => json!(k / n),
+                _ => Json::Null,
+            };
             println!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r["design"].as_str().unwrap_or_default(),
                 if readers {
                     r["rooms"].to_string()
@@ -1351,12 +1856,14 @@ fn print_markdown(mode: &str, results: &[Json]) {
                 r["publishes"],
                 r["totals"]["xread_calls_server"],
                 f(&p["xread"]),
+                f(&rounds_per_pub),
                 f(&x["request_bytes"]),
                 f(&p["net_in_bytes"]),
                 f(&p["net_out_bytes"]),
                 f(&p["redis_cpu_us"]),
+                f(&x["reader_cpu_us_per_publish"]),
                 f(&x["cpu_us"]),
-                f(&x["commandstats_usec_per_call"]),
+                f(&x["commandstats_usec_per_round"]),
                 cell(&r["latency_us"]["p50"]),
                 cell(&r["latency_us"]["p99"]),
                 ok(r),
