@@ -855,3 +855,38 @@ async fn rooms_spread_over_several_redis_instances() {
     }
     assert!(per_instance.iter().all(|&n| n > 0), "{per_instance:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_while_redis_is_down_waits_for_it_and_stops_when_asked() {
+    let port = free_port();
+    let mut config = api_config();
+    config.node_id = "early".into();
+    config.cluster = Some(ClusterConfig::new(vec![format!("redis://127.0.0.1:{port}/")]));
+    let early = node_with(config.clone());
+    assert_eq!(ready_status(early.addr).await, 503, "not ready without Redis");
+    let (c, _e) = client(&early.url(), "ann").await;
+    let err = c
+        .publish("chat:x", &b"no"[..], PublishOptions::default())
+        .await
+        .unwrap_err();
+    assert_refused_any(&err, &[ErrorCode::Unavailable]);
+    // It stops promptly although Redis never answered.
+    let started = std::time::Instant::now();
+    stop(early).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    // And a node that finds Redis later joins then.
+    let late = node_with(config);
+    let redis = RedisServer::start_on(port);
+    wait_ready(late.addr).await;
+    let (c, _e) = client(&late.url(), "ann").await;
+    let at = c
+        .publish("chat:x", &b"yes"[..], PublishOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(at.offset, 1);
+    drop(redis);
+}

@@ -152,7 +152,13 @@ pub(crate) async fn run(
                 return;
             }
         };
-        let cmd = connect_manager(&client, index, &stats).await;
+        let cmd = match connection_manager(&client) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(url, error = %e, "redis: cannot create a connection");
+                return;
+            }
+        };
         instances.push(Arc::new(Instance {
             index,
             client,
@@ -210,25 +216,15 @@ pub(crate) async fn run(
     }
 }
 
-/// A connection manager, retried until Redis answers once (it reconnects
-/// by itself afterwards).
-async fn connect_manager(client: &redis::Client, index: usize, stats: &ClusterStats) -> ConnectionManager {
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_connection_timeout(Some(Duration::from_secs(2)));
-        match ConnectionManager::new_with_config(client.clone(), config).await {
-            Ok(c) => return c,
-            Err(e) => {
-                stats.set_up(index, false);
-                ClusterStats::add(&stats.errors, 1);
-                tracing::warn!(instance = index, error = %e, "redis: cannot connect; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
+/// A connection manager that connects on first use (and reconnects by
+/// itself afterwards), so a node whose Redis is down at start still serves
+/// its local rooms, refuses clustered ones, and stops when asked.
+fn connection_manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
 }
 
 // ---- dispatcher --------------------------------------------------------------

@@ -67,6 +67,10 @@ impl Cluster {
         storage: Option<Arc<dyn RoomLog>>,
         stats: Arc<ClusterStats>,
     ) -> std::io::Result<(Cluster, Vec<ShardLink>)> {
+        for url in &config.redis {
+            ::redis::Client::open(url.as_str())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("redis url {url}: {e}")))?;
+        }
         let instances = config.redis.len();
         let shards = wakers.len();
         let per_instance = config.queue.max(1);

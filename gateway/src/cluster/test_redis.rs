@@ -52,6 +52,19 @@ impl RedisServer {
         panic!("redis-server did not start: {}", server.log());
     }
 
+    /// Starts a server on `port` (a test that needs Redis to appear later
+    /// at a known address).
+    #[allow(dead_code)] // used by the integration tests only
+    pub(crate) fn start_on(port: u16) -> RedisServer {
+        let mut server = RedisServer {
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        assert!(server.spawn(), "redis-server did not start on {port}: {}", server.log());
+        server
+    }
+
     /// `redis://127.0.0.1:<port>/`.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
