@@ -30,6 +30,12 @@ impl Rooms {
         self.pump(now_ms, mesh, stats);
     }
 
+    /// Some cluster follows failed and wait to be asked again
+    /// ([`Input::Tick`]).
+    pub(crate) fn has_retries(&self) -> bool {
+        self.owner.has_retries()
+    }
+
     /// Hands a cluster request to the log store directly (work for the
     /// cluster that no room owner here needs to order).
     pub(crate) fn submit_cluster(&mut self, request: herald_protocol::owner::ClusterRequest) {

@@ -587,3 +587,72 @@ fn a_new_epoch_in_the_log_replaces_the_old_window() {
     );
     assert_eq!(h.owner.window(ROOM).len(), 1);
 }
+
+#[test]
+fn a_users_room_whose_follow_failed_is_followed_again_while_the_user_is_here() {
+    let mut h = harness();
+    let room: Arc<str> = Arc::from("user:ann");
+    h.handle(Input::UserHere {
+        room: room.clone(),
+        shard: 1,
+        here: true,
+    });
+    let ticket = h.request(|r| match r {
+        ClusterRequest::Follow { ticket, .. } => Some(*ticket),
+        _ => None,
+    });
+    h.handle(Input::Log(LogDone::Followed {
+        ticket,
+        room: room.clone(),
+        result: Err(LogError::Failed("redis: timed out".into())),
+    }));
+    assert!(h.owner.has_retries());
+    assert!(h.cluster.is_empty(), "kept, not unfollowed: {:?}", h.cluster);
+    // Not before it is due (the harness's clock stands still)...
+    h.handle(Input::Tick);
+    assert!(h.cluster.is_empty());
+    // ...then asked again.
+    h.owner.handle(T0 + 1_000, Input::Tick);
+    while let Some(out) = h.owner.poll_output() {
+        if let Output::Log(LogRequest::Cluster(r)) = out {
+            h.cluster.push(r);
+        }
+    }
+    let ticket = h.request(|r| match r {
+        ClusterRequest::Follow { ticket, .. } => Some(*ticket),
+        _ => None,
+    });
+    h.handle(Input::Log(LogDone::Followed {
+        ticket,
+        room: room.clone(),
+        result: Ok(ClusterHead {
+            epoch: EPOCH,
+            last_offset: 0,
+            presence_count: 0,
+            presence_sample: Vec::new(),
+        }),
+    }));
+    assert!(!h.owner.has_retries());
+    // The user's messages are delivered to every shard.
+    h.handle(Input::Log(LogDone::Streamed {
+        room: room.clone(),
+        events: vec![StreamEvent::Message {
+            epoch: EPOCH,
+            message: message(1, "hi"),
+        }],
+    }));
+    let out = h.take();
+    assert_eq!(
+        out.iter().filter(|o| matches!(o, Output::Deliver { .. })).count(),
+        2,
+        "to both shards: {out:?}"
+    );
+    // The user's last connection leaves: the room is let go.
+    h.handle(Input::UserHere {
+        room: room.clone(),
+        shard: 1,
+        here: false,
+    });
+    assert!(h.cluster.iter().any(|r| matches!(r, ClusterRequest::Unfollow { .. })));
+    assert_eq!(h.owner.room_count(), 0);
+}

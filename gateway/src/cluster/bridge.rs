@@ -97,15 +97,49 @@ struct Follow {
     shard: usize,
     epoch: u64,
     last_id: StreamId,
-    /// Not read since it was followed.
-    fresh: bool,
+}
+
+/// What one instance's reader reads, kept so that a pass of the reader
+/// costs what changed, not what is followed (a node follows a room per
+/// connected user).
+#[derive(Debug, Default)]
+struct FollowSet {
+    rooms: HashMap<Arc<str>, Follow>,
+    /// Followed rooms per notice partition: the partitions to watch.
+    partitions: HashMap<u32, usize>,
+    /// Rooms to read once directly (new follows, new epochs): their entries
+    /// may have left notices before the reader's cursor.
+    fresh: Vec<Arc<str>>,
+}
+
+impl FollowSet {
+    fn insert(&mut self, room: Arc<str>, follow: Follow) {
+        if self.rooms.insert(room.clone(), follow).is_none() {
+            *self.partitions.entry(r::notice_partition(&room)).or_default() += 1;
+        }
+        self.fresh.push(room);
+    }
+
+    fn remove(&mut self, room: &str) -> bool {
+        if self.rooms.remove(room).is_none() {
+            return false;
+        }
+        let p = r::notice_partition(room);
+        if let Some(n) = self.partitions.get_mut(&p) {
+            *n -= 1;
+            if *n == 0 {
+                self.partitions.remove(&p);
+            }
+        }
+        true
+    }
 }
 
 /// The rooms one instance's reader reads; `generation` moves with every
 /// change so the reader knows its blocking read is stale.
 #[derive(Debug, Default)]
 struct Follows {
-    rooms: Mutex<HashMap<Arc<str>, Follow>>,
+    set: Mutex<FollowSet>,
     generation: AtomicU64,
     /// The generation the reader's current read was built from.
     reading: AtomicU64,
@@ -115,8 +149,8 @@ struct Follows {
 }
 
 impl Follows {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Follow>> {
-        self.rooms.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, FollowSet> {
+        self.set.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn touch(&self) {
@@ -494,9 +528,9 @@ async fn finish(
 ) -> bool {
     match slot {
         Slot::Unfollow { shard, room } => {
-            let mut rooms = instance.follows.lock();
-            let removed = rooms.get(&room).is_some_and(|f| f.shard == shard) && rooms.remove(&room).is_some();
-            ClusterStats::set_gauge(&stats.followed, rooms.len());
+            let mut set = instance.follows.lock();
+            let removed = set.rooms.get(&room).is_some_and(|f| f.shard == shard) && set.remove(&room);
+            ClusterStats::set_gauge(&stats.followed, set.rooms.len());
             removed
         }
         Slot::Follow { shard, ticket, room } => {
@@ -516,17 +550,16 @@ async fn finish(
             // only once it is registered, so they always come after it.
             answers.send(shard, done).await;
             let Ok(head) = head else { return false };
-            let mut rooms = instance.follows.lock();
-            rooms.insert(
+            let mut set = instance.follows.lock();
+            set.insert(
                 room,
                 Follow {
                     shard,
                     epoch: head.epoch,
                     last_id: head.stream_last_id,
-                    fresh: true,
                 },
             );
-            ClusterStats::set_gauge(&stats.followed, rooms.len());
+            ClusterStats::set_gauge(&stats.followed, set.rooms.len());
             true
         }
         Slot::Publish { shard, ticket, room } => {
@@ -795,6 +828,7 @@ async fn rejoin(instance: &Instance, answers: &Answers) {
     let rooms: Vec<(Arc<str>, usize)> = instance
         .follows
         .lock()
+        .rooms
         .iter()
         .map(|(room, f)| (room.clone(), f.shard))
         .collect();
@@ -810,6 +844,7 @@ async fn recheck_epochs(instance: &Instance, stats: &ClusterStats) -> Result<(),
     let rooms: Vec<(Arc<str>, u64)> = instance
         .follows
         .lock()
+        .rooms
         .iter()
         .map(|(room, f)| (room.clone(), f.epoch))
         .collect();
@@ -825,16 +860,16 @@ async fn recheck_epochs(instance: &Instance, stats: &ClusterStats) -> Result<(),
         ClusterStats::add(&stats.errors, 1);
         tracing::warn!(error = %e, "redis reader: cannot recheck rooms");
     })?;
-    let mut follows = instance.follows.lock();
+    let mut set = instance.follows.lock();
     for ((room, epoch), v) in rooms.into_iter().zip(replies) {
         let Ok(head) = r::parse_head(v) else { continue };
         if head.epoch != epoch
-            && let Some(f) = follows.get_mut(&room)
+            && let Some(f) = set.rooms.get_mut(&room)
         {
             tracing::warn!(room = %room, old = epoch, new = head.epoch, "room lost from redis: new epoch");
             f.epoch = head.epoch;
             f.last_id = (0, 0);
-            f.fresh = true;
+            set.fresh.push(room);
         }
     }
     Ok(())
@@ -852,19 +887,17 @@ async fn read_loop(
     let mut cursors: HashMap<u32, StreamId> = HashMap::new();
     // Rooms to read now. After a (re)connection every followed room is
     // read once: notices written while this node was away are not watched.
-    let mut dirty: HashSet<Arc<str>> = follows.lock().keys().cloned().collect();
+    let mut dirty: HashSet<Arc<str>> = {
+        let mut set = follows.lock();
+        set.fresh.clear();
+        set.rooms.keys().cloned().collect()
+    };
     loop {
         let generation = follows.generation.load(Relaxed);
         let needed: HashSet<u32> = {
-            let mut map = follows.lock();
-            for (room, f) in map.iter_mut() {
-                // A new follow is read once directly: its entries since the
-                // follow may have left notices before this reader's cursor.
-                if std::mem::take(&mut f.fresh) {
-                    dirty.insert(room.clone());
-                }
-            }
-            map.keys().map(|room| r::notice_partition(room)).collect()
+            let mut set = follows.lock();
+            dirty.extend(std::mem::take(&mut set.fresh));
+            set.partitions.keys().copied().collect()
         };
         follows.reading.store(generation, Relaxed);
         cursors.retain(|p, _| needed.contains(p));
@@ -886,18 +919,24 @@ async fn read_loop(
         let block = dirty.is_empty().then_some(READ_BLOCK_MS);
         let notices = r::xread_notices(conn, &watched, NOTICE_COUNT, block).await?;
         stats.set_up(instance.index, true);
-        let map = follows.lock();
+        let set = follows.lock();
         for n in notices {
             cursors.insert(n.partition, n.last_id);
             ClusterStats::add(&stats.notices_read, n.rooms.len() as u64);
             for room in n.rooms {
-                if let Some((name, _)) = map.get_key_value(room.as_str()) {
+                if let Some((name, _)) = set.rooms.get_key_value(room.as_str()) {
                     dirty.insert(name.clone());
                 }
             }
             if n.full {
-                // More notices wait: the next round does not block.
-                dirty.extend(map.keys().filter(|k| r::notice_partition(k) == n.partition).cloned());
+                // More notices wait than one read takes: read every room of
+                // the partition (rare: a reader more than 2,048 behind).
+                dirty.extend(
+                    set.rooms
+                        .keys()
+                        .filter(|k| r::notice_partition(k) == n.partition)
+                        .cloned(),
+                );
             }
         }
     }
@@ -919,7 +958,7 @@ async fn read_rooms(
         let map = follows.lock();
         rooms
             .into_iter()
-            .filter_map(|room| map.get(&room).map(|f| (room, f.last_id)))
+            .filter_map(|room| map.rooms.get(&room).map(|f| (room, f.last_id)))
             .collect()
     };
     for chunk in asked.chunks(ROOMS_PER_READ) {
@@ -932,7 +971,7 @@ async fn read_rooms(
             // Still followed, and not restarted meanwhile from another ID.
             let shard = {
                 let mut map = follows.lock();
-                let Some(f) = map.get_mut(&room) else { continue };
+                let Some(f) = map.rooms.get_mut(&room) else { continue };
                 let from = chunk.iter().find(|(r, _)| *r == room).map(|(_, id)| *id);
                 if from != Some(f.last_id) {
                     continue;

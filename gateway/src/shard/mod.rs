@@ -132,6 +132,9 @@ pub(crate) struct Shard {
     /// Connections that read or wrote since the last sweep.
     active: Vec<ConnKey>,
     next_sweep: Instant,
+    /// When the room owner next gets a tick (only while follows wait to be
+    /// asked again).
+    next_tick: Instant,
     /// Scratch for expired timers.
     expired: Vec<(ConnKey, u64)>,
     /// The wall clock (unix seconds), read once per loop iteration.
@@ -230,6 +233,7 @@ impl Shard {
             to_write: Vec::new(),
             active: Vec::new(),
             next_sweep: now + SWEEP_INTERVAL,
+            next_tick: now + SWEEP_INTERVAL,
             expired: Vec::new(),
             unix_secs: crate::unix_secs(),
             draining: None,
@@ -287,6 +291,11 @@ impl Shard {
                 self.sweep_idle();
                 self.next_sweep = now + SWEEP_INTERVAL;
             }
+            if now >= self.next_tick && self.rooms.has_retries() {
+                self.rooms
+                    .handle(crate::unix_ms(), Input::Tick, &mut self.mesh, &self.stats);
+                self.next_tick = now + SWEEP_INTERVAL;
+            }
             if self.accept_retry.is_some_and(|t| t <= now) {
                 self.accept_retry = None;
                 self.accept_all();
@@ -317,9 +326,11 @@ impl Shard {
     fn sleep_until(&self, now: Instant) -> Option<Instant> {
         let backlog = self.backlog.then(|| now + BACKLOG_RETRY);
         let sweep = (!self.active.is_empty()).then_some(self.next_sweep);
+        let tick = self.rooms.has_retries().then_some(self.next_tick);
         [
             self.timers.next_deadline(),
             sweep,
+            tick,
             self.accept_retry,
             self.draining,
             backlog,

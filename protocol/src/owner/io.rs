@@ -213,6 +213,10 @@ pub enum Input<O> {
         /// Opened (else closed).
         here: bool,
     },
+    /// Time passes (a node in a cluster sends it while
+    /// [`RoomOwner::has_retries`](super::RoomOwner::has_retries)): follows
+    /// that failed are asked again when due.
+    Tick,
     /// List every room.
     ListRooms {
         /// Where the answer goes.

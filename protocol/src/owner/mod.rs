@@ -161,7 +161,13 @@ pub struct RoomOwner<O> {
     /// Cluster requests answered without a room held here: publishes and
     /// presence reads, by ticket.
     awaiting: HashMap<Ticket, Awaiting<O>>,
+    /// `user:U` rooms whose follow failed while U has connections here, and
+    /// when to ask again (ms): U must not miss what other nodes send.
+    follow_retries: VecDeque<(Arc<str>, u64)>,
 }
+
+/// How long a failed follow of a user's room waits before it is asked again.
+const FOLLOW_RETRY_MS: u64 = 1_000;
 
 /// Who waits for a cluster answer that needs no room state.
 #[derive(Debug)]
@@ -179,6 +185,7 @@ impl<O: Clone> RoomOwner<O> {
             next_ticket: 1,
             outputs: VecDeque::new(),
             awaiting: HashMap::new(),
+            follow_retries: VecDeque::new(),
         }
     }
 
@@ -215,6 +222,11 @@ impl<O: Clone> RoomOwner<O> {
             .get_mut(room)
             .map(|r| r.window_after(0).to_vec())
             .unwrap_or_default()
+    }
+
+    /// Follows wait to be asked again ([`Input::Tick`] does it when due).
+    pub fn has_retries(&self) -> bool {
+        !self.follow_retries.is_empty()
     }
 
     /// Operations of all rooms waiting for the log store or for earlier ones.
@@ -279,6 +291,7 @@ impl<O: Clone> RoomOwner<O> {
             } => self.typing(member, &room, &user, active),
             Input::Query { origin, room, query } => self.query(now_ms, origin, room, query),
             Input::UserHere { room, here, .. } => self.user_here(&room, here),
+            Input::Tick => self.retry_follows(now_ms),
             Input::ListRooms { origin } => {
                 let rooms = self
                     .rooms
@@ -352,7 +365,7 @@ impl<O: Clone> RoomOwner<O> {
                 self.clustered(room) || (self.config.durable_store && self.config.namespace(room).durable),
             ),
             Input::Query { room, .. } | Input::Leave { room, .. } | Input::Typing { room, .. } => (room, false),
-            Input::ListRooms { .. } | Input::Log(_) | Input::UserHere { .. } => return Some(input),
+            Input::ListRooms { .. } | Input::Log(_) | Input::UserHere { .. } | Input::Tick => return Some(input),
         };
         let name = name.clone();
         if creates && !self.rooms.contains_key(&name) {
@@ -398,6 +411,7 @@ impl<O: Clone> RoomOwner<O> {
             | Input::Typing { .. }
             | Input::ListRooms { .. }
             | Input::Log(_)
+            | Input::Tick
             | Input::UserHere { .. } => return,
         };
         self.outputs.push_back(out);
@@ -452,12 +466,40 @@ impl<O: Clone> RoomOwner<O> {
                 self.forget_if_unused(name);
             }
             Err(e) => {
-                self.rooms.remove(name);
-                self.cluster(ClusterRequest::Unfollow { room: name.clone() });
                 let (code, message) = refusal_for(&e);
+                if room.user_shards > 0 {
+                    // Connections of the user stay here: keep the room and
+                    // ask again, so they get what other nodes send them.
+                    self.follow_retries.push_back((name.clone(), now_ms + FOLLOW_RETRY_MS));
+                } else {
+                    self.rooms.remove(name);
+                    self.cluster(ClusterRequest::Unfollow { room: name.clone() });
+                }
                 for input in waiting {
                     self.refuse(input, code, message);
                 }
+            }
+        }
+    }
+
+    /// Asks again for the follows whose retry is due.
+    fn retry_follows(&mut self, now_ms: u64) {
+        while let Some((name, due)) = self.follow_retries.front().cloned() {
+            if due > now_ms {
+                return;
+            }
+            self.follow_retries.pop_front();
+            let wanted = self
+                .rooms
+                .get(&name)
+                .is_some_and(|r| r.loading && r.clustered && r.user_shards > 0);
+            if wanted {
+                let ticket = self.ticket();
+                self.cluster(ClusterRequest::Follow { ticket, room: name });
+            } else if self.rooms.get(&name).is_some_and(|r| r.loading && r.user_shards == 0) {
+                // The user left meanwhile.
+                self.rooms.remove(&name);
+                self.cluster(ClusterRequest::Unfollow { room: name });
             }
         }
     }
