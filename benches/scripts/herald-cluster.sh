@@ -21,8 +21,13 @@
 #               it the same plan on one node with Redis (every delivery
 #               same-node, still sequenced in Redis) and one without.
 #   all         The three, in that order.
+#   latency-ref The latency plan against one Herald node without Redis
+#               (both "targets" are that node), for reference.
 #
-# usage: benches/scripts/herald-cluster.sh latency|throughput|cross|all [ROUNDS]
+# usage: benches/scripts/herald-cluster.sh latency|latency-ref|throughput|cross|all [ROUNDS]
+#
+# With each run the nodes' CPU per thread over the step (connects done to
+# the end of the drain) goes to threads-NAME.json (thread_cpu.py).
 #
 # Every Redis is this script's own (a free port from REDIS_PORT, 6491, no
 # persistence), every node fresh per round and series; everything started
@@ -237,9 +242,26 @@ run_fanout() {
       sampler_pid=$!
       sleep 1.5
     fi
-    timeout 180 "$LG" fanout --target "$(join "${node_urls[@]}")" --target-pid "$(join "${node_pids[@]}")" \
+    # Each progress line stamped with its time; the nodes' CPU per thread
+    # taken when the connects are done (the step starts 50 ms later) and
+    # when the step's line comes (after its drain).
+    local pids
+    pids=$(join "${node_pids[@]}")
+    rm -f "$DATA/threads-before.json" "$DATA/threads-after.json"
+    timeout 180 "$LG" fanout --target "$(join "${node_urls[@]}")" --target-pid "$pids" \
       --payload 64 --rate "$rate" --duration "$DURATION" "$@" --json "$dir/$name.json" 2>&1 >/dev/null |
-      while IFS= read -r line; do printf '%s %s\n' "$(date +%s.%N)" "$line"; done >"$dir/$name.stderr" || true
+      while IFS= read -r line; do
+        printf '%s %s\n' "$(date +%s.%N)" "$line"
+        case "$line" in
+          "connected "*) python3 benches/scripts/thread_cpu.py snapshot "$pids" "$DATA/threads-before.json" ;;
+          "step "*) python3 benches/scripts/thread_cpu.py snapshot "$pids" "$DATA/threads-after.json" ;;
+        esac
+      done >"$dir/$name.stderr" || true
+    if [ -s "$DATA/threads-before.json" ] && [ -s "$DATA/threads-after.json" ] && [ -s "$dir/$name.json" ]; then
+      python3 benches/scripts/thread_cpu.py diff "$DATA/threads-before.json" "$DATA/threads-after.json" \
+        "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rate"]["steps"][0]["delivered"])' "$dir/$name.json")" \
+        "$dir/threads-$name.json"
+    fi
     if [ -n "$redis" ]; then
       sleep 0.5
       stop_sampler
@@ -296,6 +318,24 @@ lat_kernel() { # lat_kernel ROUND: the floor at the same deliveries/s (1,000 rec
     done
   done
   echo "== latency round $r: kernel floor done"
+}
+
+# A reference: one Herald node without Redis (SHARDS_CLUSTER shards) under
+# the same plan, both "targets" being that node (as socketio-cluster.md's
+# one-process reference), so same and cross node agree.
+latency_ref() {
+  local r rate dir="$OUT/latency/herald-single"
+  for r in $(seq "$ROUNDS"); do
+    start_herald_nodes 1 "$SHARDS_CLUSTER"
+    node_urls=("${node_urls[0]}" "${node_urls[0]}")
+    echo "== latency reference round $r: one node ${node_urls[0]}, no Redis"
+    timeout 60 "$LG" fanout --target "$(join "${node_urls[@]}")" "${LAT_SHAPE[@]}" --payload 64 \
+      --rate 1000 --duration 3s >/dev/null 2>&1 || true
+    for rate in ${LAT_RATES//,/ }; do
+      DURATION=10s run_fanout "$dir" "fanout-$rate-$r" "$rate" "" -- "${LAT_SHAPE[@]}" || true
+    done
+    stop_mine
+  done
 }
 
 latency() {
@@ -396,7 +436,7 @@ ROOMS10_RATES=${ROOMS10_RATES:-1000,2500,5000,7500,10000}
 ROOM5000_RATES=${ROOM5000_RATES:-10,20,50,100,200,400}
 CROSS_RATE=${CROSS_RATE:-2500}
 case "$what" in
-  latency | throughput | cross | all) ;;
+  latency | latency-ref | throughput | cross | all) ;;
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac
 
@@ -418,6 +458,7 @@ mkdir -p "$OUT" "$DATA"
 } >>"$OUT/runs.txt"
 case "$what" in
   latency) latency ;;
+  latency-ref) latency_ref ;;
   throughput) throughput ;;
   cross) cross ;;
   all) latency; throughput; cross ;;

@@ -58,7 +58,9 @@ def parse_info(text):
             continue
         k, v = line.split(":", 1)
         if k.startswith("cmdstat_"):
-            d["commands"][k[8:]] = int(v.split(",")[0].split("=")[1])
+            stats = dict(x.split("=", 1) for x in v.split(","))
+            d["commands"][k[8:]] = int(stats["calls"])
+            d.setdefault("usec", {})[k[8:]] = int(stats["usec"])
         elif k in ("total_commands_processed", "total_net_input_bytes", "total_net_output_bytes"):
             d[k] = int(v)
         elif k in ("used_cpu_sys", "used_cpu_user", "used_cpu_sys_main_thread", "used_cpu_user_main_thread"):
@@ -143,6 +145,12 @@ def delta(a, b, between, publishes, deliveries):
         "cpu_us": round(d["cpu_secs"] * 1e6 / p, 2),
     }
     d["per_delivery_cpu_us"] = round(d["cpu_secs"] * 1e6 / max(deliveries, 1), 3)
+    if "usec" in a and "usec" in b:
+        # Time Redis spent in each command (a script's inner commands count
+        # both in their own line and in the EVALSHA that ran them).
+        us = {k: b["usec"][k] - a["usec"].get(k, 0) for k in b["usec"]}
+        d["commands_usec_per_call"] = {k: round(us[k] / commands[k], 2) for k in commands if k in us and commands[k] > 0}
+        d["per_publish"]["usec_by_command"] = {k: round(us[k] / p, 2) for k in commands if k in us and us[k] > 0}
     if "nodes" in a and "nodes" in b:
         n = {k: b["nodes"].get(k, 0) - a["nodes"].get(k, 0) for k in b["nodes"]}
         d["nodes"] = n
