@@ -20,7 +20,7 @@
 #               first (9,000 in rooms of 10, 20 publishers, 2,500/s); beside
 #               it the same plan on one node with Redis (every delivery
 #               same-node, still sequenced in Redis) and one without.
-#   all         The three, in that order.
+#   all         The three, in that order (and latency-ref after latency).
 #   latency-ref The latency plan against one Herald node without Redis
 #               (both "targets" are that node), for reference.
 #
@@ -440,16 +440,19 @@ case "$what" in
   *) sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2 ;;
 esac
 
+[ ! -e "$LOCK" ] || { echo "$LOCK exists ($(cat "$LOCK")): another benchmark runs" >&2; exit 1; }
+echo "herald-cluster.sh $what (pid $$), $(date -u +%FT%TZ): Herald cluster latency and throughput (waits for other benchmarks' locks before each run)" >"$LOCK"
+trap cleanup EXIT
+mkdir -p "$OUT" "$DATA"
+# The build is heavy too: it waits for others like a run does.
+wait_quiet "$OUT/runs.txt" build
 if [ -z "${NO_BUILD:-}" ]; then
   cargo build --release -p herald-gateway --bin herald -p herald-loadgen --bin herald-loadgen \
     -p herald-benches --bin raw-ceiling
   mkdir -p "$BIN"
   cp target/release/herald target/release/herald-loadgen target/release/raw-ceiling "$BIN/"
+  echo "built $(date -u +%FT%TZ) from HEAD $(git rev-parse --short HEAD), $(git status --short gateway loadgen protocol storage benches/src | wc -l) changed files in gateway/ loadgen/ protocol/ storage/ benches/src/" >>"$OUT/runs.txt"
 fi
-[ ! -e "$LOCK" ] || { echo "$LOCK exists ($(cat "$LOCK")): another benchmark runs" >&2; exit 1; }
-echo "herald-cluster.sh $what (pid $$), $(date -u +%FT%TZ): Herald cluster latency and throughput (waits for other benchmarks' locks before each run)" >"$LOCK"
-trap cleanup EXIT
-mkdir -p "$OUT" "$DATA"
 {
   echo "run $what $(date -u +%FT%TZ), rounds $ROUNDS"
   echo "binaries: $(cd "$BIN" && sha256sum herald herald-loadgen raw-ceiling | cut -c1-16 | tr '\n' ' ')"
@@ -461,6 +464,6 @@ case "$what" in
   latency-ref) latency_ref ;;
   throughput) throughput ;;
   cross) cross ;;
-  all) latency; throughput; cross ;;
+  all) latency; latency_ref; throughput; cross ;;
 esac
 echo "done $what $(date -u +%FT%TZ)" >>"$OUT/runs.txt"

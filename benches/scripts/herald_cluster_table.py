@@ -275,11 +275,34 @@ def cross(out):
     print()
 
 
+def threads(out):
+    """Per-thread CPU per delivery (thread_cpu.py), where runs recorded it."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(out, "**", "threads-*.json"), recursive=True)):
+        d = json.load(open(path))
+        rel = os.path.relpath(path, out)
+        parts = []
+        for i, (pid, th) in enumerate(d["processes"].items()):
+            cells = ", ".join(f"{k} {v['us_per_delivery']:.1f}" for k, v in
+                              sorted(th.items(), key=lambda kv: -kv[1]["cpu_secs"]) if v["us_per_delivery"] >= 0.1)
+            parts.append(f"node {i + 1}: {cells}")
+        rows.append((rel, d["deliveries"], "; ".join(parts)))
+    if not rows:
+        return
+    print("## Node CPU per thread, µs per delivery over the step (thread_cpu.py)\n")
+    print("| run | deliveries | per node and thread |")
+    print("|---|---|---|")
+    for rel, n, cells in rows:
+        print(f"| {rel} | {n:,.0f} | {cells} |")
+    print()
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "benches/results/herald-cluster"
     latency(out)
     throughput(out)
     cross(out)
+    threads(out)
 
 
 if __name__ == "__main__":
